@@ -1,0 +1,405 @@
+"""Compile programs to fused Halide pipelines, ahead of time, into a per-target cache.
+
+Lowering
+--------
+Every live node becomes a Halide ``Func`` over ``(x, y, c)`` on its own grid, in *canonical* CFA
+coordinates: the caller sets the input buffer's ``min`` to the sensor's phase ``(dx, dy)``, so one
+kernel serves every phase of its CFA family. The mosaic is extended beyond its borders with the
+period-preserving block mirror (:func:`rawdemosaic.program.reference.fold_index`), so borders are
+computed like the interior, never garbage.
+
+Schedule
+--------
+The output ``(c, x, y)`` (interleaved RGB, i.e. a numpy ``(H, W, 3)`` array) is cut into tiles processed
+in parallel; inside a tile, loops are split by the CFA period (and any up-sampling factor) and unrolled
+so every ``x mod p`` is a compile-time constant, and vectorised across tiles of the period. Heavy nodes
+(convolutions, softmax, resampling) and the extended mosaic are computed per tile into small buffers,
+channels unrolled; pointwise nodes are inlined into their consumers. The output region must be aligned
+to the period: :class:`Kernel` pads and crops around that.
+
+Cache
+-----
+``<cache>/<halide version>/<target>/<program digest>-<in>-<out>.so``: a shared library holding the
+static pipeline and the Halide runtime, called through ctypes (which releases the GIL while it runs).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import KernelBuildError, ProgramError
+from .graph import Program
+from .ops import HalideContext, HNode, Shape, get_op
+
+__all__ = ["Kernel", "cache_dir", "build_pipeline", "host_target"]
+
+_DTYPES = {"float32": np.float32, "uint16": np.uint16}
+_PHASE_OPS = {"Unpack", "Upsample", "LearnedUpsample", "GreenInsert", "ChromaInsert"}
+_LOCK = threading.Lock()
+
+
+def _hl():
+    try:
+        import halide as hl
+    except ImportError as e:  # pragma: no cover - halide is a dependency
+        raise KernelBuildError(f"Halide is needed to compile kernels: {e}") from None
+    return hl
+
+
+def cache_dir() -> Path:
+    """Kernel cache root: ``$RAWDEMOSAIC_CACHE`` or the user cache directory."""
+    env = os.environ.get("RAWDEMOSAIC_CACHE")
+    if env:
+        return Path(env)
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("rawdemosaic"))
+
+
+def host_target() -> str:
+    """The Halide target string kernels are built for on this machine (``$RAWDEMOSAIC_TARGET`` overrides)."""
+    env = os.environ.get("RAWDEMOSAIC_TARGET")
+    if env:
+        return env
+    return str(_hl().get_host_target())
+
+
+def _halide_version() -> str:
+    from importlib.metadata import version
+
+    try:
+        return version("halide")
+    except Exception:  # pragma: no cover
+        return "unknown"
+
+
+# ------------------------------------------------------------------------------------------------
+# Lowering
+
+
+class _Ctx(HalideContext):
+    def __init__(self, hl: Any, pattern: np.ndarray):
+        super().__init__(hl, pattern)
+        self.inline_helpers: list[Any] = []
+        self._n = 0
+
+    def fresh(self, stem: str) -> str:
+        self._n += 1
+        return f"{stem}_{self._n}"
+
+    def is_color(self, x: Any, y: Any, colour: int) -> Any:
+        hl = self.hl
+        p = self.pattern.shape[0]
+        table = [hl.u8(int(v)) for v in self.pattern.ravel()]
+        return hl.mux((y % p) * p + (x % p), table) == colour
+
+
+def _fold(hl: Any, x: Any, lo: Any, n: Any, p: int) -> Any:
+    hi = lo + n - 1
+    below = x + p * (2 * ((lo - x + (p - 1)) // p) - 1)
+    above = x - p * (2 * ((x - hi + (p - 1)) // p) - 1)
+    return hl.clamp(hl.select(x < lo, below, hl.select(x > hi, above, x)), lo, hi)
+
+
+def build_pipeline(program: Program, in_dtype: str = "float32", out_dtype: str = "float32"):
+    """Lower ``program`` to ``(pipeline, [mosaic ImageParam])`` with its schedule."""
+    hl = _hl()
+    if in_dtype not in _DTYPES or out_dtype not in _DTYPES:
+        raise ProgramError(f"dtypes must be float32 or uint16, got {in_dtype}/{out_dtype}")
+    shapes = program.shapes()
+    p = program.period
+    x, y, c = hl.Var("x"), hl.Var("y"), hl.Var("c")
+    ctx = _Ctx(hl, program.cfa.canonical)
+
+    inp = hl.ImageParam(hl.Float(32) if in_dtype == "float32" else hl.UInt(16), 2, "mosaic")
+    ext = hl.Func("mosaic_ext")
+    xs = _fold(hl, x, inp.dim(0).min(), inp.dim(0).extent(), p)
+    ys = _fold(hl, y, inp.dim(1).min(), inp.dim(1).extent(), p)
+    v = hl.f32(inp[xs, ys])
+    ext[x, y, c] = v if in_dtype == "float32" else v * hl.f32(1.0 / 65535.0)
+
+    nodes: dict[str, HNode] = {}
+    heavy: list[tuple[HNode, int]] = []  # materialised funcs and their phase modulus
+    phase: dict[str, int] = {}  # phase modulus a node's *expression* carries when inlined
+    for n in program.live_nodes():
+        op = get_op(n.op)
+        params = program.params(n)
+        if n.op == "Input":
+            nodes[n.id] = HNode(ext, Shape(1, 1))
+            phase[n.id] = 1
+            continue
+        builders = op.halide([nodes[i] for i in n.inputs], params, program.node_weights(n), ctx)
+        f = hl.Func(f"{n.op.lower()}_{_safe(n.id)}")
+        if len(builders) == 1:
+            f[x, y, c] = builders[0](x, y)
+        else:
+            f[x, y, c] = hl.mux(c, [b(x, y) for b in builders])
+        own = 1
+        if n.op in _PHASE_OPS:
+            own = params.get("factor") or p
+        mod = math.lcm(own, *(phase[i] for i in n.inputs))
+        nodes[n.id] = HNode(f, shapes[n.id])
+        if op.heavy and n.id != program.output:
+            heavy.append((nodes[n.id], mod))
+            phase[n.id] = 1
+        else:
+            phase[n.id] = mod
+
+    rgb = nodes[program.output].func
+    out = hl.Func("rgb_out")
+    if out_dtype == "float32":
+        out[c, x, y] = rgb[x, y, c]
+    else:
+        out[c, x, y] = hl.u16(hl.clamp(rgb[x, y, c], 0.0, 1.0) * 65535.0 + 0.5)
+
+    _schedule(hl, out, ext, heavy, ctx.inline_helpers, phase[program.output], program, x, y, c)
+    return hl.Pipeline(out), [inp]
+
+
+def _safe(s: str) -> str:
+    return "".join(ch if ch.isalnum() else "_" for ch in s)
+
+
+_VEC = 8  # float32 lanes across period-tiles (AVX2 width; AVX-512 gets two per op)
+
+
+def tile_size(program: Program) -> tuple[int, int]:
+    """Output tile ``(ty, tx)`` of the schedule: multiples of the period alignment, smaller when wide."""
+    m = _out_modulus(program)
+    shapes = program.shapes()
+    width = 1 + sum(
+        shapes[n.id].channels / shapes[n.id].scale ** 2 for n in program.live_nodes() if get_op(n.op).heavy
+    )
+    L = program.lcm_scale()
+    tx = math.lcm(m * _VEC, L) * max(1, int(round(256 / math.lcm(m * _VEC, L) / max(1.0, width / 16))))
+    ty = math.lcm(m, L) * max(1, int(round(32 / math.lcm(m, L))))
+    return ty, tx
+
+
+def _out_modulus(program: Program) -> int:
+    """Phase modulus of the output's inlined expression (period and resampling factors at scale 1)."""
+    mods = [program.period]
+    for n in program.live_nodes():
+        if n.op in _PHASE_OPS and program.shapes()[n.id].scale == 1:
+            mods.append(program.params(n).get("factor") or program.period)
+    return math.lcm(*mods)
+
+
+def _schedule(hl, out, ext, heavy, helpers, out_mod, program, x, y, c) -> None:
+    p = program.period
+    m = math.lcm(out_mod, p)
+    vec = _VEC
+    ty, tx = tile_size(program)
+    assert tx % m == 0 and ty % m == 0
+    L = program.lcm_scale()
+    ob = out.output_buffer()
+    # the wrapper guarantees a period-aligned output region (min and extent multiples of L)
+    for d in (1, 2):
+        ob.dim(d).set_min((ob.dim(d).min() // L) * L)
+        ob.dim(d).set_extent((ob.dim(d).extent() // L) * L)
+    ob.dim(0).set_bounds(0, 3).set_stride(1)
+    ob.dim(1).set_stride(3)
+
+    xo, yo, xi, yi = hl.Var("xo"), hl.Var("yo"), hl.Var("xi"), hl.Var("yi")
+    xp, xq, yp, yq, xv = hl.Var("xp"), hl.Var("xq"), hl.Var("yp"), hl.Var("yq"), hl.Var("xv")
+    out.bound(c, 0, 3)
+    out.tile(x, y, xo, yo, xi, yi, tx, ty, hl.TailStrategy.ShiftInwards)
+    out.split(xi, xp, xq, m).split(yi, yp, yq, m).split(xp, xp, xv, vec, hl.TailStrategy.ShiftInwards)
+    out.reorder(c, xq, xv, yq, xp, yp, xo, yo)
+    out.unroll(c).unroll(xq).unroll(yq).vectorize(xv)
+    tile = hl.Var("tile")
+    out.fuse(xo, yo, tile).parallel(tile)
+
+    def materialise(f, channels: int, mod: int) -> None:
+        f.compute_at(out, tile).bound(c, 0, channels)
+        if mod > 1:
+            f.align_bounds(x, mod).align_bounds(y, mod)
+            fx, fq, fyq, fv = hl.Var(), hl.Var(), hl.Var(), hl.Var()
+            fy = hl.Var()
+            f.split(x, fx, fq, mod).split(y, fy, fyq, mod).split(fx, fx, fv, vec, hl.TailStrategy.RoundUp)
+            f.reorder(c, fq, fv, fyq, fx, fy).unroll(c).unroll(fq).unroll(fyq).vectorize(fv)
+        else:
+            f.reorder(c, x, y).unroll(c).vectorize(x, vec * 2, hl.TailStrategy.RoundUp)
+
+    materialise(ext, 1, 1)
+    for node, mod in heavy:
+        materialise(node.func, node.shape.channels, mod)
+    for h in helpers:
+        h.compute_at(out, tile).vectorize(h.args()[0], vec * 2, hl.TailStrategy.RoundUp)
+
+
+# ------------------------------------------------------------------------------------------------
+# halide_buffer_t for ctypes
+
+
+class _Dim(ctypes.Structure):
+    _fields_ = [("min", ctypes.c_int32), ("extent", ctypes.c_int32), ("stride", ctypes.c_int32), ("flags", ctypes.c_uint32)]
+
+
+class _Type(ctypes.Structure):
+    _fields_ = [("code", ctypes.c_uint8), ("bits", ctypes.c_uint8), ("lanes", ctypes.c_uint16)]
+
+
+class _Buffer(ctypes.Structure):
+    _fields_ = [
+        ("device", ctypes.c_uint64),
+        ("device_interface", ctypes.c_void_p),
+        ("host", ctypes.c_void_p),
+        ("flags", ctypes.c_uint64),
+        ("type", _Type),
+        ("dimensions", ctypes.c_int32),
+        ("dim", ctypes.POINTER(_Dim)),
+        ("padding", ctypes.c_void_p),
+    ]
+
+
+def _hbuf(a: np.ndarray, mins: tuple[int, ...]) -> tuple[_Buffer, Any]:
+    """Describe numpy array ``a`` as a halide_buffer_t with dims reversed (x fastest) and given mins."""
+    nd = a.ndim
+    dims = (_Dim * nd)()
+    for i in range(nd):
+        ax = nd - 1 - i
+        if a.strides[ax] % a.itemsize:
+            raise ValueError("array strides must be multiples of the item size")
+        dims[i] = _Dim(mins[i], a.shape[ax], a.strides[ax] // a.itemsize, 0)
+    code = {np.dtype(np.float32): (2, 32), np.dtype(np.uint16): (1, 16)}[a.dtype]
+    buf = _Buffer(0, None, a.ctypes.data, 0, _Type(code[0], code[1], 1), nd, dims, None)
+    return buf, dims
+
+
+# ------------------------------------------------------------------------------------------------
+# Kernels
+
+_ERROR_HANDLER = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_char_p)
+
+
+class Kernel:
+    """A compiled program: call it on a 2-D mosaic of any size and phase of its CFA family.
+
+    Parameters
+    ----------
+    program
+        The program to compile (its :meth:`~Program.digest` keys the cache).
+    in_dtype, out_dtype
+        ``"float32"`` (values in [0, 1]) or ``"uint16"`` (full scale 65535).
+    target
+        Halide target string; default :func:`host_target`.
+    quiet
+        Suppress the one-line message printed when a kernel is compiled rather than found in the cache.
+    """
+
+    def __init__(self, program: Program, in_dtype: str = "float32", out_dtype: str = "float32", target: str | None = None, quiet: bool = False):
+        self.program = program
+        self.in_dtype, self.out_dtype = in_dtype, out_dtype
+        self.target = target or host_target()
+        self.quiet = quiet
+        self._fn = None
+
+    @property
+    def path(self) -> Path:
+        tkey = hashlib.sha256(self.target.encode()).hexdigest()[:10]
+        return cache_dir() / f"halide-{_halide_version()}" / tkey / f"{self.program.digest()}-{self.in_dtype}-{self.out_dtype}.so"
+
+    @property
+    def fn_name(self) -> str:
+        return f"rd_{self.program.digest()}_{self.in_dtype[0]}{self.out_dtype[0]}"
+
+    def is_cached(self) -> bool:
+        return self.path.exists()
+
+    def build(self) -> Path:
+        """Compile to the cache if needed; returns the shared library's path."""
+        path = self.path
+        if path.exists():
+            return path
+        with _LOCK:
+            if path.exists():
+                return path
+            if not self.quiet:
+                print(f"rawdemosaic: compiling kernel {self.program.name} ({self.in_dtype}->{self.out_dtype}) for this machine...", file=sys.stderr)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            (path.parent / "TARGET").write_text(self.target + "\n")
+            with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+                base = Path(tmp) / "k"
+                try:
+                    hl = _hl()
+                    pipe, args = build_pipeline(self.program, self.in_dtype, self.out_dtype)
+                    target = hl.Target(self.target)
+                    pipe.compile_to({hl.OutputFileType.static_library: str(base) + ".a"}, args, self.fn_name, target)
+                except Exception as e:  # Halide raises RuntimeError / CompileError
+                    raise KernelBuildError(f"kernel {self.program.name}: Halide compile failed: {e}") from None
+                so = Path(tmp) / "k.so"
+                cmd = [os.environ.get("CXX", "g++"), "-shared", "-o", str(so), "-Wl,--whole-archive", str(base) + ".a", "-Wl,--no-whole-archive", "-lpthread", "-ldl"]
+                r = subprocess.run(cmd, capture_output=True, text=True)
+                if r.returncode != 0:
+                    raise KernelBuildError(f"kernel {self.program.name}: linking failed: {r.stderr.strip().splitlines()[-1:]}")
+                os.replace(so, path)
+        return path
+
+    def _load(self):
+        if self._fn is None:
+            lib = ctypes.CDLL(str(self.build()))
+            fn = getattr(lib, self.fn_name)
+            fn.argtypes = [ctypes.POINTER(_Buffer), ctypes.POINTER(_Buffer)]
+            fn.restype = ctypes.c_int
+            # Halide's default error handler aborts the process: record the message instead
+            self._errors: list[str] = []
+            handler = _ERROR_HANDLER(lambda ctx, msg: self._errors.append(msg.decode(errors="replace")))
+            lib.halide_set_error_handler(handler)
+            self._lib, self._fn, self._handler = lib, fn, handler
+        return self._fn
+
+    def __call__(self, mosaic: np.ndarray, cfa=None, out: np.ndarray | None = None) -> np.ndarray:
+        """Demosaic ``mosaic`` (2-D, ``in_dtype``) whose CFA is ``cfa`` (default canonical).
+
+        Returns ``(H, W, 3)`` of ``out_dtype``: contiguous when the phase is canonical and both sides are
+        multiples of the period's alignment, else a view into a slightly larger aligned array.
+        """
+        from ..cfa import as_pattern
+
+        fn = self._load()
+        m = np.asarray(mosaic)
+        if m.dtype != _DTYPES[self.in_dtype] or m.ndim != 2:
+            raise ValueError(f"kernel {self.program.name} takes a 2-D {self.in_dtype} mosaic, got {m.dtype} {m.shape}")
+        if m.strides[1] != m.itemsize:
+            m = np.ascontiguousarray(m)
+        pat = as_pattern(cfa if cfa is not None else self.program.cfa)
+        if pat.kind != self.program.cfa:
+            raise ValueError(f"kernel {self.program.name} serves {self.program.cfa.value}, not {pat.kind.value}")
+        h, w = m.shape
+        L = self.program.lcm_scale()
+        ty, tx = tile_size(self.program)
+        y0, x0 = 0, 0  # the phase is below the period, so the aligned region starts at 0
+        hh = max(-(-(pat.dy + h) // L) * L, ty)
+        ww = max(-(-(pat.dx + w) // L) * L, tx)
+        aligned = (hh, ww) == (h, w) and (y0, x0) == (pat.dy, pat.dx)
+        dtype = _DTYPES[self.out_dtype]
+        if out is not None and aligned and out.shape == (h, w, 3) and out.dtype == dtype and out.flags.c_contiguous:
+            full = out
+        else:
+            full = np.empty((hh, ww, 3), dtype)
+        ib, _d1 = _hbuf(m, (pat.dx, pat.dy))
+        ob, _d2 = _hbuf(full, (0, x0, y0))
+        rc = fn(ctypes.byref(ib), ctypes.byref(ob))
+        if rc != 0:
+            detail = self._errors[-1].strip() if self._errors else ""
+            raise RuntimeError(f"kernel {self.program.name} failed with Halide error {rc}: {detail}")
+        if aligned:
+            return full
+        oy, ox = pat.dy - y0, pat.dx - x0
+        res = full[oy : oy + h, ox : ox + w]
+        if out is not None:
+            out[...] = res
+            return out
+        return res

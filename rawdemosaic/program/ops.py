@@ -1,0 +1,960 @@
+"""The building blocks of demosaicking programs, each defined once.
+
+Every op states, in one class:
+
+* its **shape rule** (:meth:`Op.infer`): output channels and *scale* from its inputs' shapes;
+* its **weights** (:meth:`Op.weight_shapes`), stored in the program's ``.npz`` as ``"<node>.<name>"``;
+* its **cost** (:meth:`Op.cost`): arithmetic operations per pixel *of its own output grid*;
+* a **numpy reference** (:meth:`Op.reference`) and a **Halide lowering** (:meth:`Op.halide`).
+
+Layout
+------
+A node's value is a stack of ``C`` channels on a grid of *scale* ``s``: one sample per ``s x s`` block
+of full-resolution pixels, anchored at canonical coordinate 0 (so sample ``X`` covers pixels
+``[s X, s X + s)``). The mosaic is ``(1 channel, scale 1)``; :class:`Pack` by the CFA period ``p`` gives
+``(p*p channels, scale p)`` with channel ``j * p + i`` holding tile position (row ``j``, column ``i``).
+
+Cost model
+----------
+Cost counts multiply-adds (a multiply-add is one op) and elementwise operations per output pixel of
+the node, and a program's cost divides each node's count by ``s**2`` so it is expressed per
+full-resolution output pixel. Weighted ops count their *non-zero* weights (what the compiled kernel
+executes: the compiler drops zero taps), which for trained programs equals the dense count; a
+1-D convolution with ``k`` taps costs ``k`` per input channel in its group (counted once, not per axis).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar, Mapping, Sequence
+
+import numpy as np
+
+from ..errors import ProgramError
+
+__all__ = ["Shape", "Op", "OPS", "register_op", "get_op"]
+
+
+@dataclass(frozen=True)
+class Shape:
+    """Channels and grid scale of a node's value."""
+
+    channels: int
+    scale: int
+
+
+OPS: dict[str, "Op"] = {}
+
+
+def register_op(cls: type["Op"]) -> type["Op"]:
+    """Class decorator adding an op to :data:`OPS` under ``cls.name``."""
+    OPS[cls.name] = cls()
+    return cls
+
+
+def get_op(name: str) -> "Op":
+    try:
+        return OPS[name]
+    except KeyError:
+        raise ProgramError(f"unknown op {name!r} (known: {', '.join(sorted(OPS))})") from None
+
+
+class Op:
+    """Base class: subclasses set ``name``, ``arity`` and ``defaults`` and implement the rules."""
+
+    name: ClassVar[str] = ""
+    arity: ClassVar[int | None] = 1  # None: one or more inputs
+    defaults: ClassVar[Mapping[str, Any]] = {}
+    required: ClassVar[tuple[str, ...]] = ()
+    weighted: ClassVar[bool] = False
+    #: whether the Halide lowering should be materialised (computed into a buffer per tile)
+    heavy: ClassVar[bool] = False
+
+    # --- parameters -----------------------------------------------------------------------------
+    def params(self, given: Mapping[str, Any]) -> dict[str, Any]:
+        unknown = set(given) - set(self.defaults) - set(self.required)
+        if unknown:
+            raise ProgramError(f"{self.name}: unknown parameter(s) {sorted(unknown)}")
+        missing = [k for k in self.required if k not in given]
+        if missing:
+            raise ProgramError(f"{self.name}: missing parameter(s) {missing}")
+        return {**self.defaults, **given}
+
+    # --- rules ----------------------------------------------------------------------------------
+    def infer(self, ins: Sequence[Shape], p: Mapping[str, Any], period: int) -> Shape:
+        raise NotImplementedError
+
+    def weight_shapes(self, ins: Sequence[Shape], p: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
+        return {}
+
+    def cost(self, ins: Sequence[Shape], out: Shape, p: Mapping[str, Any], w: Mapping[str, np.ndarray]) -> float:
+        """Operations per pixel of the node's own grid."""
+        return 0.0
+
+    def radius(self, p: Mapping[str, Any]) -> int:
+        """Spatial reach in samples of the node's input grid (for receptive-field bounds)."""
+        return 0
+
+    # --- evaluation -----------------------------------------------------------------------------
+    def reference(self, xs: Sequence[np.ndarray], p: Mapping[str, Any], w: Mapping[str, np.ndarray], ctx: "RefContext") -> np.ndarray:
+        raise NotImplementedError
+
+    def halide(self, xs: Sequence["HNode"], p: Mapping[str, Any], w: Mapping[str, np.ndarray], ctx: "HalideContext") -> list[Callable]:
+        """Return one expression builder ``f(x, y) -> Expr`` per output channel."""
+        raise NotImplementedError
+
+    # helpers
+    def _check_arity(self, ins: Sequence[Shape]) -> None:
+        if self.arity is not None and len(ins) != self.arity:
+            raise ProgramError(f"{self.name} takes {self.arity} input(s), got {len(ins)}")
+        if self.arity is None and not ins:
+            raise ProgramError(f"{self.name} needs at least one input")
+
+    def _same_scale(self, ins: Sequence[Shape]) -> int:
+        scales = {s.scale for s in ins}
+        if len(scales) != 1:
+            raise ProgramError(f"{self.name}: inputs at different scales {sorted(scales)}")
+        return scales.pop()
+
+
+# ------------------------------------------------------------------------------------------------
+# Contexts: what evaluation needs besides inputs (the canonical CFA pattern, coordinates).
+
+
+@dataclass
+class RefContext:
+    """Numpy evaluation: arrays are ``(C, H/s, W/s)`` over a canonical region starting at 0 mod L."""
+
+    pattern: np.ndarray  # canonical CFA, (p, p)
+    origin_y: int  # canonical coordinate of row 0 (a multiple of every scale)
+    origin_x: int
+
+
+class HalideContext:
+    """Halide evaluation state shared by the lowering of one program (set up by the compiler)."""
+
+    def __init__(self, hl: Any, pattern: np.ndarray):
+        self.hl = hl
+        self.pattern = pattern
+
+
+class HNode:
+    """A lowered node: a Halide ``Func`` over ``(x, y, c)`` plus its shape."""
+
+    def __init__(self, func: Any, shape: Shape):
+        self.func = func
+        self.shape = shape
+
+    def __call__(self, c: int, x: Any, y: Any) -> Any:
+        return self.func[x, y, c]
+
+
+# ------------------------------------------------------------------------------------------------
+# Numerical helpers shared by reference implementations.
+
+
+def _shift(a: np.ndarray, dy: int, dx: int) -> np.ndarray:
+    """``out[..., y, x] = a[..., y + dy, x + dx]`` with zeros outside."""
+    out = np.zeros_like(a)
+    h, w = a.shape[-2:]
+    ys, yd = (slice(dy, h), slice(0, h - dy)) if dy >= 0 else (slice(0, h + dy), slice(-dy, h))
+    xs, xd = (slice(dx, w), slice(0, w - dx)) if dx >= 0 else (slice(0, w + dx), slice(-dx, w))
+    out[..., yd, xd] = a[..., ys, xs]
+    return out
+
+
+def _sum_exprs(terms: list[Any], zero: Any) -> Any:
+    """Balanced sum (shorter dependency chains than a left fold)."""
+    if not terms:
+        return zero
+    while len(terms) > 1:
+        terms = [terms[i] + terms[i + 1] if i + 1 < len(terms) else terms[i] for i in range(0, len(terms), 2)]
+    return terms[0]
+
+
+def _mac(pairs: list[tuple[float, Any]], bias: float, hl: Any) -> Any:
+    """``bias + sum(w * e)`` dropping zero weights and multiplications by one."""
+    terms = []
+    for wv, e in pairs:
+        wv = float(wv)
+        if wv == 0.0:
+            continue
+        terms.append(e if wv == 1.0 else (-e if wv == -1.0 else hl.f32(wv) * e))
+    if bias != 0.0:
+        terms.append(hl.f32(float(bias)))
+    return _sum_exprs(terms, hl.f32(0.0))
+
+
+def _nnz(*arrays: np.ndarray | None) -> int:
+    return int(sum(np.count_nonzero(a) for a in arrays if a is not None))
+
+
+def _group_slices(cin: int, cout: int, groups: int, name: str) -> tuple[int, int]:
+    if groups < 1 or cin % groups or cout % groups:
+        raise ProgramError(f"{name}: channels {cin}->{cout} not divisible by groups={groups}")
+    return cin // groups, cout // groups
+
+
+# ------------------------------------------------------------------------------------------------
+# Source
+
+
+@register_op
+class Input(Op):
+    """The normalised mosaic: 1 channel at full resolution."""
+
+    name = "Input"
+    arity = 0
+
+    def infer(self, ins, p, period):
+        if ins:
+            raise ProgramError("Input takes no inputs")
+        return Shape(1, 1)
+
+    def reference(self, xs, p, w, ctx):  # pragma: no cover - the evaluator feeds it
+        raise AssertionError("Input is fed by the evaluator")
+
+
+# ------------------------------------------------------------------------------------------------
+# Layout ops
+
+
+@register_op
+class Pack(Op):
+    """Space-to-depth by ``factor``: ``(C, s) -> (C f^2, s f)``; channel ``c f^2 + j f + i`` is offset (j, i)."""
+
+    name = "Pack"
+    defaults = {"factor": None}
+
+    def infer(self, ins, p, period):
+        self._check_arity(ins)
+        f = p["factor"] or period
+        return Shape(ins[0].channels * f * f, ins[0].scale * f)
+
+    def reference(self, xs, p, w, ctx):
+        a = xs[0]
+        f = p["factor"] or ctx.pattern.shape[0]
+        c, h, wd = a.shape
+        return a.reshape(c, h // f, f, wd // f, f).transpose(0, 2, 4, 1, 3).reshape(c * f * f, h // f, wd // f)
+
+    def halide(self, xs, p, w, ctx):
+        f = p["factor"] or ctx.pattern.shape[0]
+        src = xs[0]
+        return [
+            (lambda x, y, c=c, j=j, i=i: src(c, x * f + i, y * f + j))
+            for c in range(src.shape.channels)
+            for j in range(f)
+            for i in range(f)
+        ]
+
+
+@register_op
+class Unpack(Op):
+    """Depth-to-space by ``factor``: the inverse of :class:`Pack`."""
+
+    name = "Unpack"
+    defaults = {"factor": None}
+
+    def infer(self, ins, p, period):
+        self._check_arity(ins)
+        f = p["factor"] or period
+        s = ins[0]
+        if s.channels % (f * f) or s.scale % f:
+            raise ProgramError(f"Unpack by {f}: needs channels divisible by {f * f} and scale by {f}, got {s}")
+        return Shape(s.channels // (f * f), s.scale // f)
+
+    def reference(self, xs, p, w, ctx):
+        a = xs[0]
+        f = p["factor"] or ctx.pattern.shape[0]
+        c, h, wd = a.shape
+        return a.reshape(c // (f * f), f, f, h, wd).transpose(0, 3, 1, 4, 2).reshape(c // (f * f), h * f, wd * f)
+
+    def halide(self, xs, p, w, ctx):
+        hl = ctx.hl
+        f = p["factor"] or ctx.pattern.shape[0]
+        src = xs[0]
+        co = src.shape.channels // (f * f)
+
+        def make(c):
+            def e(x, y):
+                xi, yi = x % f, y % f
+                return hl.mux(yi * f + xi, [src(c * f * f + k, x // f, y // f) for k in range(f * f)])
+
+            return e
+
+        return [make(c) for c in range(co)]
+
+
+@register_op
+class Stack(Op):
+    """Concatenate channels of inputs on the same grid."""
+
+    name = "Stack"
+    arity = None
+
+    def infer(self, ins, p, period):
+        self._check_arity(ins)
+        return Shape(sum(s.channels for s in ins), self._same_scale(ins))
+
+    def reference(self, xs, p, w, ctx):
+        return np.concatenate(xs, axis=0)
+
+    def halide(self, xs, p, w, ctx):
+        return [(lambda x, y, n=n, c=c: n(c, x, y)) for n in xs for c in range(n.shape.channels)]
+
+
+@register_op
+class Slice(Op):
+    """Channels ``start .. start + count - 1`` of one input."""
+
+    name = "Slice"
+    required = ("start", "count")
+
+    def infer(self, ins, p, period):
+        self._check_arity(ins)
+        if p["start"] < 0 or p["count"] < 1 or p["start"] + p["count"] > ins[0].channels:
+            raise ProgramError(f"Slice {p['start']}+{p['count']} out of {ins[0].channels} channels")
+        return Shape(p["count"], ins[0].scale)
+
+    def reference(self, xs, p, w, ctx):
+        return xs[0][p["start"] : p["start"] + p["count"]]
+
+    def halide(self, xs, p, w, ctx):
+        n = xs[0]
+        return [(lambda x, y, c=c: n(c, x, y)) for c in range(p["start"], p["start"] + p["count"])]
+
+
+# ------------------------------------------------------------------------------------------------
+# Pointwise arithmetic
+
+
+class _Binary(Op):
+    arity = 2
+    fn: ClassVar[Callable[[Any, Any], Any]]
+
+    def infer(self, ins, p, period):
+        self._check_arity(ins)
+        a, b = ins
+        if a.scale != b.scale or (a.channels != b.channels and 1 not in (a.channels, b.channels)):
+            raise ProgramError(f"{self.name}: incompatible inputs {a} and {b}")
+        return Shape(max(a.channels, b.channels), a.scale)
+
+    def cost(self, ins, out, p, w):
+        return float(out.channels)
+
+    def reference(self, xs, p, w, ctx):
+        return type(self).fn(xs[0], xs[1]).astype(np.float32)
+
+    def halide(self, xs, p, w, ctx):
+        a, b = xs
+        n = max(a.shape.channels, b.shape.channels)
+        ca = (lambda c: c) if a.shape.channels == n else (lambda c: 0)
+        cb = (lambda c: c) if b.shape.channels == n else (lambda c: 0)
+        fn = type(self).fn
+        return [(lambda x, y, c=c: fn(a(ca(c), x, y), b(cb(c), x, y))) for c in range(n)]
+
+
+@register_op
+class Add(_Binary):
+    """Elementwise sum (a 1-channel input broadcasts)."""
+
+    name = "Add"
+    fn = staticmethod(lambda a, b: a + b)
+
+
+@register_op
+class Sub(_Binary):
+    """Elementwise difference (a 1-channel input broadcasts)."""
+
+    name = "Sub"
+    fn = staticmethod(lambda a, b: a - b)
+
+
+@register_op
+class Mul(_Binary):
+    """Elementwise product (a 1-channel input broadcasts)."""
+
+    name = "Mul"
+    fn = staticmethod(lambda a, b: a * b)
+
+
+@register_op
+class ReLU(Op):
+    """``max(x, 0)``."""
+
+    name = "ReLU"
+
+    def infer(self, ins, p, period):
+        self._check_arity(ins)
+        return ins[0]
+
+    def cost(self, ins, out, p, w):
+        return float(out.channels)
+
+    def reference(self, xs, p, w, ctx):
+        return np.maximum(xs[0], 0).astype(np.float32)
+
+    def halide(self, xs, p, w, ctx):
+        hl, n = ctx.hl, xs[0]
+        return [(lambda x, y, c=c: hl.max(n(c, x, y), 0.0)) for c in range(n.shape.channels)]
+
+
+@register_op
+class Softmax(Op):
+    """Softmax across channels (max-subtracted): the weights of a weighted interpolation."""
+
+    name = "Softmax"
+    heavy = True
+
+    def infer(self, ins, p, period):
+        self._check_arity(ins)
+        return ins[0]
+
+    def cost(self, ins, out, p, w):
+        return 4.0 * out.channels  # max, exp, sum, divide
+
+    def reference(self, xs, p, w, ctx):
+        a = xs[0].astype(np.float64)
+        e = np.exp(a - a.max(axis=0, keepdims=True))
+        return (e / e.sum(axis=0, keepdims=True)).astype(np.float32)
+
+    def halide(self, xs, p, w, ctx):
+        hl, n = ctx.hl, xs[0]
+        cn = n.shape.channels
+        # shared pieces live in helper Funcs so each pixel computes them once
+        m = hl.Func(ctx.fresh("softmax_max"))
+        xv, yv = hl.Var("x"), hl.Var("y")
+        mx = n(0, xv, yv)
+        for c in range(1, cn):
+            mx = hl.max(mx, n(c, xv, yv))
+        m[xv, yv] = mx
+        s = hl.Func(ctx.fresh("softmax_sum"))
+        s[xv, yv] = _sum_exprs([hl.exp(n(c, xv, yv) - m[xv, yv]) for c in range(cn)], hl.f32(0.0))
+        ctx.inline_helpers.extend([m, s])
+        return [(lambda x, y, c=c: hl.exp(n(c, x, y) - m[x, y]) / s[x, y]) for c in range(cn)]
+
+
+@register_op
+class GroupedSum(Op):
+    """Sum consecutive groups of ``C / out_channels`` channels."""
+
+    name = "GroupedSum"
+    required = ("out_channels",)
+
+    def infer(self, ins, p, period):
+        self._check_arity(ins)
+        o = p["out_channels"]
+        if o < 1 or ins[0].channels % o:
+            raise ProgramError(f"GroupedSum: {ins[0].channels} channels not divisible into {o}")
+        return Shape(o, ins[0].scale)
+
+    def cost(self, ins, out, p, w):
+        return float(ins[0].channels - out.channels)
+
+    def reference(self, xs, p, w, ctx):
+        a = xs[0]
+        o = p["out_channels"]
+        return a.reshape(o, a.shape[0] // o, *a.shape[1:]).sum(axis=1)
+
+    def halide(self, xs, p, w, ctx):
+        hl, n = ctx.hl, xs[0]
+        o = p["out_channels"]
+        k = n.shape.channels // o
+        return [(lambda x, y, c=c: _sum_exprs([n(c * k + j, x, y) for j in range(k)], hl.f32(0))) for c in range(o)]
+
+
+@register_op
+class InterleavedSum(Op):
+    """Sum channels ``c, c + O, c + 2 O, ...`` for each of ``O = out_channels`` outputs."""
+
+    name = "InterleavedSum"
+    required = ("out_channels",)
+
+    def infer(self, ins, p, period):
+        return GroupedSum.infer(self, ins, p, period)  # same rule
+
+    def cost(self, ins, out, p, w):
+        return float(ins[0].channels - out.channels)
+
+    def reference(self, xs, p, w, ctx):
+        a = xs[0]
+        o = p["out_channels"]
+        return a.reshape(a.shape[0] // o, o, *a.shape[1:]).sum(axis=0)
+
+    def halide(self, xs, p, w, ctx):
+        hl, n = ctx.hl, xs[0]
+        o = p["out_channels"]
+        k = n.shape.channels // o
+        return [(lambda x, y, c=c: _sum_exprs([n(j * o + c, x, y) for j in range(k)], hl.f32(0))) for c in range(o)]
+
+
+# ------------------------------------------------------------------------------------------------
+# Learned linear ops
+
+
+class _Conv(Op):
+    """Shared machinery of grouped convolutions with taps ``taps(p) -> [(dy, dx)]``."""
+
+    weighted = True
+    heavy = True
+    required = ("out_channels",)
+    defaults = {"groups": 1, "bias": True}
+
+    def taps(self, p: Mapping[str, Any]) -> list[tuple[int, int]]:
+        raise NotImplementedError
+
+    def kshape(self, p: Mapping[str, Any]) -> tuple[int, ...]:
+        raise NotImplementedError
+
+    def infer(self, ins, p, period):
+        self._check_arity(ins)
+        _group_slices(ins[0].channels, p["out_channels"], p["groups"], self.name)
+        return Shape(p["out_channels"], ins[0].scale)
+
+    def weight_shapes(self, ins, p):
+        cin_g, _ = _group_slices(ins[0].channels, p["out_channels"], p["groups"], self.name)
+        shapes = {"weight": (p["out_channels"], cin_g, *self.kshape(p))}
+        if p["bias"]:
+            shapes["bias"] = (p["out_channels"],)
+        return shapes
+
+    def cost(self, ins, out, p, w):
+        return float(_nnz(w.get("weight"), w.get("bias")))
+
+    def radius(self, p):
+        return max(max(abs(dy), abs(dx)) for dy, dx in self.taps(p))
+
+    def _flat(self, w: Mapping[str, np.ndarray], p) -> np.ndarray:
+        wt = np.asarray(w["weight"], np.float32)
+        return wt.reshape(wt.shape[0], wt.shape[1], -1)  # (O, Cg, taps)
+
+    def reference(self, xs, p, w, ctx):
+        a = xs[0].astype(np.float32)
+        o, g = p["out_channels"], p["groups"]
+        cin_g, cout_g = _group_slices(a.shape[0], o, g, self.name)
+        wt = self._flat(w, p)
+        taps = self.taps(p)
+        shifted = [_shift(a, dy, dx) for dy, dx in taps]  # each (C, H, W)
+        out = np.zeros((o, *a.shape[1:]), np.float32)
+        for oc in range(o):
+            grp = oc // cout_g
+            for ci in range(cin_g):
+                for t in range(len(taps)):
+                    if wt[oc, ci, t] != 0:
+                        out[oc] += wt[oc, ci, t] * shifted[t][grp * cin_g + ci]
+        if p["bias"]:
+            out += np.asarray(w["bias"], np.float32)[:, None, None]
+        return out
+
+    def halide(self, xs, p, w, ctx):
+        n = xs[0]
+        o, g = p["out_channels"], p["groups"]
+        cin_g, cout_g = _group_slices(n.shape.channels, o, g, self.name)
+        wt = self._flat(w, p)
+        bias = np.asarray(w["bias"], np.float32) if p["bias"] else np.zeros(o, np.float32)
+        taps = self.taps(p)
+
+        def make(oc):
+            grp = oc // cout_g
+
+            def e(x, y):
+                pairs = [
+                    (wt[oc, ci, t], n(grp * cin_g + ci, x + dx, y + dy))
+                    for ci in range(cin_g)
+                    for t, (dy, dx) in enumerate(taps)
+                ]
+                return _mac(pairs, bias[oc], ctx.hl)
+
+            return e
+
+        return [make(oc) for oc in range(o)]
+
+
+@register_op
+class Conv1x1(_Conv):
+    """Grouped pointwise (1x1) convolution."""
+
+    name = "Conv1x1"
+
+    def taps(self, p):
+        return [(0, 0)]
+
+    def kshape(self, p):
+        return ()
+
+
+@register_op
+class Conv1D(_Conv):
+    """Grouped 1-D convolution along ``axis`` ("x" or "y") with ``kernel`` taps (odd) and ``dilation``."""
+
+    name = "Conv1D"
+    defaults = {"groups": 1, "bias": True, "kernel": 3, "axis": "x", "dilation": 1}
+
+    def infer(self, ins, p, period):
+        if p["axis"] not in ("x", "y") or p["kernel"] < 1 or p["kernel"] % 2 == 0 or p["dilation"] < 1:
+            raise ProgramError(f"Conv1D: bad axis/kernel/dilation {p['axis']}/{p['kernel']}/{p['dilation']}")
+        return super().infer(ins, p, period)
+
+    def taps(self, p):
+        r = p["kernel"] // 2
+        d = p["dilation"]
+        return [(k * d, 0) if p["axis"] == "y" else (0, k * d) for k in range(-r, r + 1)]
+
+    def kshape(self, p):
+        return (p["kernel"],)
+
+
+@register_op
+class Conv2D(_Conv):
+    """Grouped 2-D convolution, square ``kernel`` (odd, 3 by default) with ``dilation``."""
+
+    name = "Conv2D"
+    defaults = {"groups": 1, "bias": True, "kernel": 3, "dilation": 1}
+
+    def infer(self, ins, p, period):
+        if p["kernel"] < 1 or p["kernel"] % 2 == 0 or p["dilation"] < 1:
+            raise ProgramError(f"Conv2D: bad kernel/dilation {p['kernel']}/{p['dilation']}")
+        return super().infer(ins, p, period)
+
+    def taps(self, p):
+        r = p["kernel"] // 2
+        d = p["dilation"]
+        return [(ky * d, kx * d) for ky in range(-r, r + 1) for kx in range(-r, r + 1)]
+
+    def kshape(self, p):
+        return (p["kernel"], p["kernel"])
+
+
+# ------------------------------------------------------------------------------------------------
+# Resolution changes
+
+
+def _interp_weights(f: int, mode: str) -> list[list[tuple[int, float]]]:
+    """For each fine phase ``i`` in ``[0, f)``: ``[(coarse offset, weight)]`` (sample-centre aligned)."""
+    out = []
+    for i in range(f):
+        u = (i - (f - 1) / 2) / f  # position in coarse samples relative to X
+        x0 = math.floor(u)
+        t = u - x0
+        if mode == "nearest":
+            out.append([(round(u), 1.0)])
+        elif mode == "bilinear":
+            out.append([(k, wv) for k, wv in ((x0, 1 - t), (x0 + 1, t)) if wv != 0.0])
+        else:  # bicubic, Keys a = -0.5
+            def kern(d: float, a: float = -0.5) -> float:
+                d = abs(d)
+                if d <= 1:
+                    return (a + 2) * d**3 - (a + 3) * d**2 + 1
+                if d < 2:
+                    return a * d**3 - 5 * a * d**2 + 8 * a * d - 4 * a
+                return 0.0
+
+            out.append([(k, kern(u - k)) for k in range(x0 - 1, x0 + 3) if kern(u - k) != 0.0])
+    return out
+
+
+@register_op
+class Upsample(Op):
+    """Fixed up-sampling by ``factor`` ("nearest", "bilinear" or "bicubic"; separable, centre-aligned)."""
+
+    name = "Upsample"
+    required = ("factor",)
+    defaults = {"mode": "bilinear"}
+    heavy = True
+
+    def infer(self, ins, p, period):
+        self._check_arity(ins)
+        f = p["factor"]
+        if p["mode"] not in ("nearest", "bilinear", "bicubic"):
+            raise ProgramError(f"Upsample: unknown mode {p['mode']!r}")
+        if f < 2 or ins[0].scale % f:
+            raise ProgramError(f"Upsample by {f} from scale {ins[0].scale}")
+        return Shape(ins[0].channels, ins[0].scale // f)
+
+    def cost(self, ins, out, p, w):
+        taps = {"nearest": 0, "bilinear": 4, "bicubic": 16}[p["mode"]]
+        return float(taps * out.channels)
+
+    def radius(self, p):
+        return 2
+
+    def reference(self, xs, p, w, ctx):
+        a = xs[0]
+        f = p["factor"]
+        wts = _interp_weights(f, p["mode"])
+        # rows then columns (separable)
+        c, h, wd = a.shape
+        tmp = np.zeros((c, h * f, wd), np.float32)
+        for j in range(f):
+            tmp[:, j::f] = sum(wv * _shift(a, k, 0) for k, wv in wts[j])
+        out = np.zeros((c, h * f, wd * f), np.float32)
+        for i in range(f):
+            out[:, :, i::f] = sum(wv * _shift(tmp, 0, k) for k, wv in wts[i])
+        return out
+
+    def halide(self, xs, p, w, ctx):
+        hl, n = ctx.hl, xs[0]
+        f = p["factor"]
+        wts = _interp_weights(f, p["mode"])
+
+        def make(c):
+            def e(x, y):
+                X, Y = x // f, y // f
+                per_phase = []
+                for j in range(f):
+                    row = []
+                    for i in range(f):
+                        pairs = [(wy * wx, n(c, X + kx, Y + ky)) for ky, wy in wts[j] for kx, wx in wts[i]]
+                        row.append(_mac(pairs, 0.0, hl))
+                    per_phase.extend(row)
+                return hl.mux((y % f) * f + (x % f), per_phase) if f * f > 1 else per_phase[0]
+
+            return e
+
+        return [make(c) for c in range(n.shape.channels)]
+
+
+@register_op
+class LearnedUpsample(Op):
+    """Learned up-sampling by ``factor``: a 1x1 map to ``out_channels * f^2`` values, one per fine phase."""
+
+    name = "LearnedUpsample"
+    required = ("factor", "out_channels")
+    defaults = {"bias": True}
+    weighted = True
+    heavy = True
+
+    def infer(self, ins, p, period):
+        self._check_arity(ins)
+        f = p["factor"]
+        if f < 2 or ins[0].scale % f:
+            raise ProgramError(f"LearnedUpsample by {f} from scale {ins[0].scale}")
+        return Shape(p["out_channels"], ins[0].scale // f)
+
+    def weight_shapes(self, ins, p):
+        f2 = p["factor"] ** 2
+        shapes = {"weight": (p["out_channels"] * f2, ins[0].channels)}
+        if p["bias"]:
+            shapes["bias"] = (p["out_channels"] * f2,)
+        return shapes
+
+    def cost(self, ins, out, p, w):
+        return _nnz(w.get("weight"), w.get("bias")) / p["factor"] ** 2
+
+    def reference(self, xs, p, w, ctx):
+        a = xs[0]
+        wt = np.asarray(w["weight"], np.float32)
+        y = np.tensordot(wt, a, axes=(1, 0))
+        if p["bias"]:
+            y += np.asarray(w["bias"], np.float32)[:, None, None]
+        return Unpack.reference(self, [y.astype(np.float32)], {"factor": p["factor"]}, w, ctx)
+
+    def halide(self, xs, p, w, ctx):
+        hl, n = ctx.hl, xs[0]
+        f = p["factor"]
+        wt = np.asarray(w["weight"], np.float32)
+        bias = np.asarray(w["bias"], np.float32) if p["bias"] else np.zeros(wt.shape[0], np.float32)
+        cin = n.shape.channels
+
+        def make(o):
+            def e(x, y):
+                X, Y = x // f, y // f
+                vals = []
+                for k in range(f * f):
+                    row = o * f * f + k
+                    vals.append(_mac([(wt[row, ci], n(ci, X, Y)) for ci in range(cin)], bias[row], hl))
+                return hl.mux((y % f) * f + (x % f), vals)
+
+            return e
+
+        return [make(o) for o in range(p["out_channels"])]
+
+
+@register_op
+class Downsample(Op):
+    """Learned down-sampling by ``factor``: a stride-``f`` convolution over each ``f x f`` block."""
+
+    name = "Downsample"
+    required = ("factor", "out_channels")
+    defaults = {"bias": True}
+    weighted = True
+    heavy = True
+
+    def infer(self, ins, p, period):
+        self._check_arity(ins)
+        if p["factor"] < 2:
+            raise ProgramError("Downsample factor must be >= 2")
+        return Shape(p["out_channels"], ins[0].scale * p["factor"])
+
+    def weight_shapes(self, ins, p):
+        f = p["factor"]
+        shapes = {"weight": (p["out_channels"], ins[0].channels, f, f)}
+        if p["bias"]:
+            shapes["bias"] = (p["out_channels"],)
+        return shapes
+
+    def cost(self, ins, out, p, w):
+        return float(_nnz(w.get("weight"), w.get("bias")))
+
+    def radius(self, p):
+        return p["factor"]
+
+    def reference(self, xs, p, w, ctx):
+        a = Pack.reference(self, xs, {"factor": p["factor"]}, w, ctx)
+        wt = np.asarray(w["weight"], np.float32)
+        wt = wt.reshape(wt.shape[0], -1)  # (O, C*f*f) matching Pack's channel order
+        y = np.tensordot(wt, a, axes=(1, 0))
+        if p["bias"]:
+            y += np.asarray(w["bias"], np.float32)[:, None, None]
+        return y.astype(np.float32)
+
+    def halide(self, xs, p, w, ctx):
+        hl, n = ctx.hl, xs[0]
+        f = p["factor"]
+        wt = np.asarray(w["weight"], np.float32)
+        bias = np.asarray(w["bias"], np.float32) if p["bias"] else np.zeros(wt.shape[0], np.float32)
+
+        def make(o):
+            def e(x, y):
+                pairs = [
+                    (wt[o, c, j, i], n(c, x * f + i, y * f + j))
+                    for c in range(n.shape.channels)
+                    for j in range(f)
+                    for i in range(f)
+                ]
+                return _mac(pairs, bias[o], hl)
+
+            return e
+
+        return [make(o) for o in range(p["out_channels"])]
+
+
+# ------------------------------------------------------------------------------------------------
+# Demosaicking-specific: put predictions back where the sensor has no sample of that colour.
+
+
+def _per_position(n: "HNode", k: int, per: int, x: Any, y: Any, period: int, hl: Any, cfa_phase: tuple[Any, Any]) -> Any:
+    """Value of prediction ``k`` at full-res (x, y): packed (``per`` channels a tile position) or full-res."""
+    if n.shape.scale == 1:
+        return n(k, x, y)
+    xi, yi = cfa_phase
+    return hl.mux(yi * period + xi, [n(k * per + q, x // period, y // period) for q in range(per)])
+
+
+def _pred_layout(pred: Shape, groups: int, period: int, name: str) -> int:
+    """Validate a prediction input: ``groups`` channels at scale 1, or ``groups * p^2`` at scale p."""
+    if pred.scale == 1 and pred.channels == groups:
+        return 1
+    if pred.scale == period and pred.channels == groups * period * period:
+        return period * period
+    raise ProgramError(
+        f"{name}: prediction must be ({groups} ch, scale 1) or ({groups * period * period} ch, scale {period}); got {pred}"
+    )
+
+
+def _pred_ref(a: np.ndarray, per: int, period: int) -> np.ndarray:
+    """Full-resolution view of a prediction stack: ``(groups, H, W)``."""
+    if per == 1:
+        return a
+    g = a.shape[0] // per
+    return Unpack.reference(Unpack(), [a], {"factor": period}, {}, None).reshape(g, a.shape[1] * period, a.shape[2] * period)  # type: ignore[arg-type]
+
+
+def _cfa_map(ctx: RefContext, h: int, w: int) -> np.ndarray:
+    pat = ctx.pattern
+    p = pat.shape[0]
+    return np.tile(np.roll(pat, (-(ctx.origin_y % p), -(ctx.origin_x % p)), axis=(0, 1)), (h // p + 1, w // p + 1))[:h, :w]
+
+
+@register_op
+class GreenInsert(Op):
+    """Full-resolution green: the mosaic where the CFA is green, the prediction elsewhere.
+
+    Inputs: the mosaic, and a prediction of 1 channel at full resolution or ``p^2`` channels at scale
+    ``p`` (one per tile position; those at green positions are ignored).
+    """
+
+    name = "GreenInsert"
+    arity = 2
+
+    def infer(self, ins, p, period):
+        self._check_arity(ins)
+        if ins[0] != Shape(1, 1):
+            raise ProgramError("GreenInsert: first input must be the mosaic (1 ch, scale 1)")
+        _pred_layout(ins[1], 1, period, self.name)
+        return Shape(1, 1)
+
+    def reference(self, xs, p, w, ctx):
+        m, pred = xs
+        period = ctx.pattern.shape[0]
+        per = _pred_layout(Shape(pred.shape[0], m.shape[1] // pred.shape[1]), 1, period, self.name)
+        full = _pred_ref(pred, per, period)
+        cmap = _cfa_map(ctx, *m.shape[1:])
+        return np.where(cmap == 1, m[0], full[0])[None].astype(np.float32)
+
+    def halide(self, xs, p, w, ctx):
+        hl = ctx.hl
+        m, pred = xs
+        period = ctx.pattern.shape[0]
+        per = _pred_layout(pred.shape, 1, period, self.name)
+
+        def e(x, y):
+            phase = (x % period, y % period)
+            is_green = ctx.is_color(x, y, 1)
+            return hl.select(is_green, m(0, x, y), _per_position(pred, 0, per, x, y, period, hl, phase))
+
+        return [e]
+
+
+@register_op
+class ChromaInsert(Op):
+    """Full-resolution RGB from the mosaic, full-res green and red/blue predictions.
+
+    The prediction holds red then blue (2 channels at full res, or ``2 p^2`` at scale ``p``). In mode
+    ``"diff"`` (default) they are differences to green (R = G + pred); in ``"direct"`` the values themselves.
+    The sensor's own samples always pass through unchanged.
+    """
+
+    name = "ChromaInsert"
+    arity = 3
+    defaults = {"mode": "diff"}
+
+    def infer(self, ins, p, period):
+        self._check_arity(ins)
+        if ins[0] != Shape(1, 1) or ins[1] != Shape(1, 1):
+            raise ProgramError("ChromaInsert: mosaic and green must be (1 ch, scale 1)")
+        if p["mode"] not in ("diff", "direct"):
+            raise ProgramError(f"ChromaInsert: unknown mode {p['mode']!r}")
+        _pred_layout(ins[2], 2, period, self.name)
+        return Shape(3, 1)
+
+    def reference(self, xs, p, w, ctx):
+        m, g, pred = xs
+        period = ctx.pattern.shape[0]
+        per = _pred_layout(Shape(pred.shape[0], m.shape[1] // pred.shape[1]), 2, period, self.name)
+        full = _pred_ref(pred, per, period)
+        if p["mode"] == "diff":
+            full = full + g
+        cmap = _cfa_map(ctx, *m.shape[1:])
+        r = np.where(cmap == 0, m[0], full[0])
+        b = np.where(cmap == 2, m[0], full[1])
+        return np.stack([r, g[0], b]).astype(np.float32)
+
+    def halide(self, xs, p, w, ctx):
+        hl = ctx.hl
+        m, g, pred = xs
+        period = ctx.pattern.shape[0]
+        per = _pred_layout(pred.shape, 2, period, self.name)
+        diff = p["mode"] == "diff"
+
+        def chan(k, colour):
+            def e(x, y):
+                v = _per_position(pred, k, per, x, y, period, hl, (x % period, y % period))
+                if diff:
+                    v = g(0, x, y) + v
+                return hl.select(ctx.is_color(x, y, colour), m(0, x, y), v)
+
+            return e
+
+        return [chan(0, 0), (lambda x, y: g(0, x, y)), chan(1, 2)]
