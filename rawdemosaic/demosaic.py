@@ -1,26 +1,81 @@
-"""TEMPORARY placeholder (numpy bilinear) so develop/CLI work can proceed; replaced by the Halide path."""
+"""Demosaic a mosaic with a registry kernel chosen by name or cost budget."""
+
 from __future__ import annotations
+
+import threading
+from pathlib import Path
 
 import numpy as np
 
 from .cfa import as_pattern
+from .errors import KernelNotFoundError
+from .registry import KernelInfo, kernels, select
 
-__all__ = ["demosaic"]
+__all__ = ["demosaic", "get_kernel", "choose"]
+
+_KERNELS: dict[tuple, object] = {}
+_LOCK = threading.Lock()
 
 
-def demosaic(mosaic, cfa, budget=None, kernel=None, models=None):
-    pat = as_pattern(cfa).pattern
-    m = np.asarray(mosaic, np.float32)
-    h, w = m.shape
-    p = pat.shape[0]
-    idx = np.tile(pat, (-(-h // p), -(-w // p)))[:h, :w]
-    out = np.zeros((h, w, 3), np.float32)
-    from scipy.ndimage import convolve
+def choose(cfa, budget: float | None = None, kernel: str | None = None, models: str | Path | None = None) -> KernelInfo:
+    """The registry entry :func:`demosaic` would use (see :func:`rawdemosaic.registry.select`)."""
+    pat = as_pattern(cfa)
+    return select(kernels(pat.kind, models=models), pat.kind, budget=budget, name=kernel)
 
-    k = np.array([[1, 2, 1], [2, 4, 2], [1, 2, 1]], np.float32)
-    for c in range(3):
-        mask = (idx == c).astype(np.float32)
-        num = convolve(m * mask, k, mode="mirror")
-        den = convolve(mask, k, mode="mirror")
-        out[..., c] = np.where(mask > 0, m, num / np.maximum(den, 1e-6))
-    return out
+
+def get_kernel(info: KernelInfo, in_dtype: str = "float32", out_dtype: str = "float32"):
+    """The compiled :class:`~rawdemosaic.program.compiler.Kernel` of an entry (memoised per process)."""
+    from .program.compiler import Kernel
+
+    key = (str(info.program_path), info.program_path.stat().st_mtime_ns if info.program_path.exists() else 0, in_dtype, out_dtype)
+    with _LOCK:
+        k = _KERNELS.get(key)
+        if k is None:
+            k = _KERNELS[key] = Kernel(info.program(), in_dtype, out_dtype)
+    return k
+
+
+def demosaic(mosaic: np.ndarray, cfa, budget: float | None = None, kernel: str | None = None, models: str | Path | None = None, dtype=np.float32) -> np.ndarray:
+    """Demosaic a 2-D mosaic through a compiled registry kernel.
+
+    Parameters
+    ----------
+    mosaic
+        ``(H, W)`` float32 in [0, 1] (other float dtypes are converted) or uint16 (full scale 65535).
+    cfa
+        The mosaic's layout: a pattern array of 0/1/2 (R/G/B) of shape 2x2 or 6x6, a Bayer name such as
+        ``"RGGB"``, ``"xtrans"`` (canonical phase) or a :class:`~rawdemosaic.CFAPattern`.
+    budget
+        Cost budget in operations per output pixel: the best-quality kernel that fits is used.
+    kernel
+        Name of a registry entry (overrides ``budget``).
+    models
+        Registry directory (default: the built-in registry or ``$RAWDEMOSAIC_MODELS``).
+    dtype
+        Output dtype, ``float32`` (default) or ``uint16``.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(H, W, 3)`` RGB. Values are not clipped in float32 output.
+    """
+    m = np.asarray(mosaic)
+    if m.ndim != 2:
+        raise ValueError(f"mosaic must be a 2-D array, got shape {m.shape}")
+    pat = as_pattern(cfa)
+    if min(m.shape) < 2 * pat.period:
+        raise ValueError(f"mosaic {m.shape} is too small: at least {2 * pat.period} pixels each way for {pat.kind.value}")
+    if m.dtype == np.uint16:
+        in_dt = "uint16"
+    else:
+        if m.dtype.kind != "f":
+            raise ValueError(f"mosaic must be float (values in [0, 1]) or uint16, got {m.dtype}")
+        m = m.astype(np.float32, copy=False)
+        in_dt = "float32"
+    out_dt = np.dtype(dtype).name
+    if out_dt not in ("float32", "uint16"):
+        raise ValueError(f"dtype must be float32 or uint16, got {out_dt}")
+    info = choose(pat, budget=budget, kernel=kernel, models=models)
+    if info.cfa is not pat.kind:  # pragma: no cover - select guarantees it
+        raise KernelNotFoundError(f"kernel {info.name} serves {info.cfa.value}")
+    return get_kernel(info, in_dt, out_dt)(m, pat)

@@ -131,3 +131,24 @@ def xtrans_linear() -> Program:
 
 
 CLASSICAL = {"bayer_bilinear": bayer_bilinear, "bayer_malvar": bayer_malvar, "xtrans_linear": xtrans_linear}
+
+
+def write_classical(directory, sets=("kodak24", "mcmaster18")) -> None:
+    """Measure the classical programs on the test sets and add them to the registry in ``directory``."""
+    from ..evaluate import TEST_SETS, evaluate, load_images
+    from ..registry import add_entry
+    from .compiler import Kernel
+
+    images = {s: load_images(TEST_SETS[s]) for s in sets}
+    for name, make in CLASSICAL.items():
+        prog = make()
+        k = Kernel(prog, quiet=True)
+        quality = {s: evaluate(k, imgs, prog.cfa.value) for s, imgs in images.items()}
+        add_entry(prog, directory, quality, provenance={"source": "rawdemosaic.program.classical", "builder": name})
+        print(f"{name}: cost {prog.cost():g}, " + ", ".join(f"{s} {q:.2f} dB" for s, q in quality.items()))
+
+
+if __name__ == "__main__":
+    import sys
+
+    write_classical(sys.argv[1] if len(sys.argv) > 1 else "models")
