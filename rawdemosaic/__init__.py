@@ -20,6 +20,14 @@ from .errors import (
 )
 from .frame import RawFrame
 
+# Functions are bound after their modules are imported, so `rawdemosaic.develop` stays the function
+# even once `rawdemosaic.develop` the module is in sys.modules. Halide is only imported on first
+# kernel use, and torch never.
+from .demosaic import demosaic  # noqa: E402
+from .develop import develop  # noqa: E402
+from .raw import read  # noqa: E402
+from .registry import KernelInfo, kernels  # noqa: E402
+
 __all__ = [
     "CFA",
     "CFAPattern",
@@ -40,21 +48,3 @@ __all__ = [
 __version__ = "0.1.0"
 
 
-def __getattr__(name: str):  # lazy: keep `import rawdemosaic` cheap (no Halide, no rawpy)
-    if name == "read":
-        from .raw import read
-
-        return read
-    if name == "demosaic":
-        from .demosaic import demosaic
-
-        return demosaic
-    if name == "develop":
-        from .develop import develop
-
-        return develop
-    if name in ("kernels", "KernelInfo"):
-        from . import registry
-
-        return getattr(registry, name)
-    raise AttributeError(f"module 'rawdemosaic' has no attribute {name!r}")

@@ -88,23 +88,6 @@ def _halide_version() -> str:
 # Lowering
 
 
-class _Ctx(HalideContext):
-    def __init__(self, hl: Any, pattern: np.ndarray):
-        super().__init__(hl, pattern)
-        self.inline_helpers: list[Any] = []
-        self._n = 0
-
-    def fresh(self, stem: str) -> str:
-        self._n += 1
-        return f"{stem}_{self._n}"
-
-    def is_color(self, x: Any, y: Any, colour: int) -> Any:
-        hl = self.hl
-        p = self.pattern.shape[0]
-        table = [hl.u8(int(v)) for v in self.pattern.ravel()]
-        return hl.mux((y % p) * p + (x % p), table) == colour
-
-
 def _fold(hl: Any, x: Any, lo: Any, n: Any, p: int) -> Any:
     hi = lo + n - 1
     below = x + p * (2 * ((lo - x + (p - 1)) // p) - 1)
@@ -120,7 +103,7 @@ def build_pipeline(program: Program, in_dtype: str = "float32", out_dtype: str =
     shapes = program.shapes()
     p = program.period
     x, y, c = hl.Var("x"), hl.Var("y"), hl.Var("c")
-    ctx = _Ctx(hl, program.cfa.canonical)
+    ctx = HalideContext(hl, program.cfa.canonical)
 
     inp = hl.ImageParam(hl.Float(32) if in_dtype == "float32" else hl.UInt(16), 2, "mosaic")
     ext = hl.Func("mosaic_ext")
@@ -129,6 +112,7 @@ def build_pipeline(program: Program, in_dtype: str = "float32", out_dtype: str =
     v = hl.f32(inp[xs, ys])
     ext[x, y, c] = v if in_dtype == "float32" else v * hl.f32(1.0 / 65535.0)
 
+    inline = _read_once(program)
     nodes: dict[str, HNode] = {}
     heavy: list[tuple[HNode, int]] = []  # materialised funcs and their phase modulus
     phase: dict[str, int] = {}  # phase modulus a node's *expression* carries when inlined
@@ -140,17 +124,14 @@ def build_pipeline(program: Program, in_dtype: str = "float32", out_dtype: str =
             phase[n.id] = 1
             continue
         builders = op.halide([nodes[i] for i in n.inputs], params, program.node_weights(n), ctx)
-        f = hl.Func(f"{n.op.lower()}_{_safe(n.id)}")
-        if len(builders) == 1:
-            f[x, y, c] = builders[0](x, y)
-        else:
-            f[x, y, c] = hl.mux(c, [b(x, y) for b in builders])
+        materialised = op.heavy and n.id != program.output and n.id not in inline
+        f = ctx.define(f"{n.op.lower()}_{_safe(n.id)}", builders, materialised)
         own = 1
         if n.op in _PHASE_OPS:
             own = params.get("factor") or p
         mod = math.lcm(own, *(phase[i] for i in n.inputs))
         nodes[n.id] = HNode(f, shapes[n.id])
-        if op.heavy and n.id != program.output:
+        if materialised:
             heavy.append((nodes[n.id], mod))
             phase[n.id] = 1
         else:
@@ -163,8 +144,31 @@ def build_pipeline(program: Program, in_dtype: str = "float32", out_dtype: str =
     else:
         out[c, x, y] = hl.u16(hl.clamp(rgb[x, y, c], 0.0, 1.0) * 65535.0 + 0.5)
 
-    _schedule(hl, out, ext, heavy, ctx.inline_helpers, phase[program.output], program, x, y, c)
+    _schedule(hl, out, ext, heavy, ctx.helpers, phase[program.output], program, x, y, c)
     return hl.Pipeline(out), [inp]
+
+
+_SELECTORS = {"Slice", "Unpack", "GreenInsert", "ChromaInsert"}
+
+
+def _read_once(program: Program) -> set[str]:
+    """Nodes whose every use, through selector ops, picks one channel at the same pixel.
+
+    Such nodes are inlined even when heavy: each output pixel then computes only the channel it needs
+    (e.g. the prediction for its own CFA position) instead of all of them.
+    """
+    consumers: dict[str, list[str]] = {n.id: [] for n in program.live_nodes()}
+    ops = {n.id: n.op for n in program.live_nodes()}
+    for n in program.live_nodes():
+        for i in n.inputs:
+            consumers[i].append(n.id)
+    once: set[str] = set()
+    for n in reversed(program.live_nodes()):
+        uses = consumers[n.id]
+        if n.id == program.output or (uses and all(ops[u] in _SELECTORS and (u in once or u == program.output) for u in uses)):
+            once.add(n.id)
+    once.discard(program.output)
+    return once
 
 
 def _safe(s: str) -> str:
@@ -225,18 +229,29 @@ def _schedule(hl, out, ext, heavy, helpers, out_mod, program, x, y, c) -> None:
         f.compute_at(out, tile).bound(c, 0, channels)
         if mod > 1:
             f.align_bounds(x, mod).align_bounds(y, mod)
-            fx, fq, fyq, fv = hl.Var(), hl.Var(), hl.Var(), hl.Var()
-            fy = hl.Var()
-            f.split(x, fx, fq, mod).split(y, fy, fyq, mod).split(fx, fx, fv, vec, hl.TailStrategy.RoundUp)
-            f.reorder(c, fq, fv, fyq, fx, fy).unroll(c).unroll(fq).unroll(fyq).vectorize(fv)
-        else:
-            f.reorder(c, x, y).unroll(c).vectorize(x, vec * 2, hl.TailStrategy.RoundUp)
+        stages = [f] + [f.update(k) for k in range(f.num_update_definitions())]
+        for k, st in enumerate(stages):
+            if k == 0 and len(stages) > 1:
+                continue  # the undefined pure stage of a per-channel Func computes nothing
+            unroll_c = k == 0  # the pure stage spans c; update k writes channel k - 1 only
+            if mod > 1:
+                fx, fq, fy, fyq, fv = hl.Var(), hl.Var(), hl.Var(), hl.Var(), hl.Var()
+                st.split(x, fx, fq, mod).split(y, fy, fyq, mod).split(fx, fx, fv, vec, hl.TailStrategy.RoundUp)
+                if unroll_c:
+                    st.reorder(c, fq, fv, fyq, fx, fy).unroll(c)
+                else:
+                    st.reorder(fq, fv, fyq, fx, fy)
+                st.unroll(fq).unroll(fyq).vectorize(fv)
+            else:
+                if unroll_c:
+                    st.reorder(c, x, y).unroll(c)
+                st.vectorize(x, vec * 2, hl.TailStrategy.RoundUp)
 
     materialise(ext, 1, 1)
     for node, mod in heavy:
         materialise(node.func, node.shape.channels, mod)
     for h in helpers:
-        h.compute_at(out, tile).vectorize(h.args()[0], vec * 2, hl.TailStrategy.RoundUp)
+        materialise(h.func, h.shape.channels, 1)
 
 
 # ------------------------------------------------------------------------------------------------

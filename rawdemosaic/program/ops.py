@@ -104,6 +104,10 @@ class Op:
         """Return one expression builder ``f(x, y) -> Expr`` per output channel."""
         raise NotImplementedError
 
+    def torch(self, xs: Sequence[Any], p: Mapping[str, Any], w: Mapping[str, Any], ctx: "RefContext") -> Any:
+        """PyTorch twin on ``(N, C, H, W)`` tensors (same semantics and zero padding as the reference)."""
+        raise NotImplementedError
+
     # helpers
     def _check_arity(self, ins: Sequence[Shape]) -> None:
         if self.arity is not None and len(ins) != self.arity:
@@ -137,6 +141,45 @@ class HalideContext:
     def __init__(self, hl: Any, pattern: np.ndarray):
         self.hl = hl
         self.pattern = pattern
+        self.helpers: list["HNode"] = []  # intermediate Funcs of composite ops, materialised per tile
+        self._n = 0
+
+    def fresh(self, stem: str) -> str:
+        self._n += 1
+        return f"{stem}_{self._n}"
+
+    def is_color(self, x: Any, y: Any, colour: int) -> Any:
+        """Whether the canonical CFA has ``colour`` at (x, y) (folds to a constant when x, y mod p are)."""
+        hl = self.hl
+        p = self.pattern.shape[0]
+        return hl.mux((y % p) * p + (x % p), [hl.u8(int(v)) for v in self.pattern.ravel()]) == colour
+
+    def define(self, name: str, builders: list[Callable], materialised: bool) -> Any:
+        """A ``Func`` over ``(x, y, c)`` with one channel per builder.
+
+        Inlined Funcs use ``mux`` over ``c`` (consumers index constant channels, so it folds away).
+        Materialised multi-channel Funcs get one update definition per channel instead: with ``mux``
+        and an unrolled ``c`` the simplifier would walk every channel's expression once per channel.
+        """
+        hl = self.hl
+        x, y, c = hl.Var("x"), hl.Var("y"), hl.Var("c")
+        f = hl.Func(name)
+        if len(builders) == 1:
+            f[x, y, c] = builders[0](x, y)
+        elif not materialised:
+            f[x, y, c] = hl.mux(c, [b(x, y) for b in builders])
+        else:
+            f[x, y, c] = hl.undef(hl.Float(32))
+            for k, b in enumerate(builders):
+                f[x, y, k] = b(x, y)
+        return f
+
+    def helper(self, stem: str, builders: list[Callable], scale: int) -> "HNode":
+        """A materialised intermediate ``Func`` with one channel per builder."""
+        f = self.define(self.fresh(stem), builders, materialised=True)
+        node = HNode(f, Shape(len(builders), scale))
+        self.helpers.append(node)
+        return node
 
 
 class HNode:
@@ -190,6 +233,28 @@ def _nnz(*arrays: np.ndarray | None) -> int:
     return int(sum(np.count_nonzero(a) for a in arrays if a is not None))
 
 
+def _t():
+    """``torch`` (imported lazily: the runtime never needs it)."""
+    import torch
+
+    return torch
+
+
+def _tshift(a: Any, dy: int, dx: int) -> Any:
+    """Torch twin of :func:`_shift`."""
+    F = _t().nn.functional
+    h, w = a.shape[-2:]
+    pad = F.pad(a, (max(-dx, 0), max(dx, 0), max(-dy, 0), max(dy, 0)))
+    y0, x0 = max(dy, 0), max(dx, 0)
+    return pad[..., y0 : y0 + h, x0 : x0 + w]
+
+
+def _cfa_mask_t(ctx: RefContext, like: Any, colour: int) -> Any:
+    h, w = like.shape[-2:]
+    m = _cfa_map(ctx, h, w) == colour
+    return _t().as_tensor(m, device=like.device)[None, None]
+
+
 def _group_slices(cin: int, cout: int, groups: int, name: str) -> tuple[int, int]:
     if groups < 1 or cin % groups or cout % groups:
         raise ProgramError(f"{name}: channels {cin}->{cout} not divisible by groups={groups}")
@@ -226,6 +291,7 @@ class Pack(Op):
 
     name = "Pack"
     defaults = {"factor": None}
+    heavy = True  # materialised: consumers then read dense vectors instead of stride-f gathers
 
     def infer(self, ins, p, period):
         self._check_arity(ins)
@@ -237,6 +303,9 @@ class Pack(Op):
         f = p["factor"] or ctx.pattern.shape[0]
         c, h, wd = a.shape
         return a.reshape(c, h // f, f, wd // f, f).transpose(0, 2, 4, 1, 3).reshape(c * f * f, h // f, wd // f)
+
+    def torch(self, xs, p, w, ctx):
+        return _t().nn.functional.pixel_unshuffle(xs[0], p["factor"] or ctx.pattern.shape[0])
 
     def halide(self, xs, p, w, ctx):
         f = p["factor"] or ctx.pattern.shape[0]
@@ -270,6 +339,9 @@ class Unpack(Op):
         c, h, wd = a.shape
         return a.reshape(c // (f * f), f, f, h, wd).transpose(0, 3, 1, 4, 2).reshape(c // (f * f), h * f, wd * f)
 
+    def torch(self, xs, p, w, ctx):
+        return _t().nn.functional.pixel_shuffle(xs[0], p["factor"] or ctx.pattern.shape[0])
+
     def halide(self, xs, p, w, ctx):
         hl = ctx.hl
         f = p["factor"] or ctx.pattern.shape[0]
@@ -300,6 +372,9 @@ class Stack(Op):
     def reference(self, xs, p, w, ctx):
         return np.concatenate(xs, axis=0)
 
+    def torch(self, xs, p, w, ctx):
+        return _t().cat(list(xs), dim=1)
+
     def halide(self, xs, p, w, ctx):
         return [(lambda x, y, n=n, c=c: n(c, x, y)) for n in xs for c in range(n.shape.channels)]
 
@@ -319,6 +394,9 @@ class Slice(Op):
 
     def reference(self, xs, p, w, ctx):
         return xs[0][p["start"] : p["start"] + p["count"]]
+
+    def torch(self, xs, p, w, ctx):
+        return xs[0][:, p["start"] : p["start"] + p["count"]]
 
     def halide(self, xs, p, w, ctx):
         n = xs[0]
@@ -345,6 +423,9 @@ class _Binary(Op):
 
     def reference(self, xs, p, w, ctx):
         return type(self).fn(xs[0], xs[1]).astype(np.float32)
+
+    def torch(self, xs, p, w, ctx):
+        return type(self).fn(xs[0], xs[1])
 
     def halide(self, xs, p, w, ctx):
         a, b = xs
@@ -395,6 +476,9 @@ class ReLU(Op):
     def reference(self, xs, p, w, ctx):
         return np.maximum(xs[0], 0).astype(np.float32)
 
+    def torch(self, xs, p, w, ctx):
+        return _t().relu(xs[0])
+
     def halide(self, xs, p, w, ctx):
         hl, n = ctx.hl, xs[0]
         return [(lambda x, y, c=c: hl.max(n(c, x, y), 0.0)) for c in range(n.shape.channels)]
@@ -422,17 +506,22 @@ class Softmax(Op):
     def halide(self, xs, p, w, ctx):
         hl, n = ctx.hl, xs[0]
         cn = n.shape.channels
-        # shared pieces live in helper Funcs so each pixel computes them once
-        m = hl.Func(ctx.fresh("softmax_max"))
-        xv, yv = hl.Var("x"), hl.Var("y")
-        mx = n(0, xv, yv)
-        for c in range(1, cn):
-            mx = hl.max(mx, n(c, xv, yv))
-        m[xv, yv] = mx
-        s = hl.Func(ctx.fresh("softmax_sum"))
-        s[xv, yv] = _sum_exprs([hl.exp(n(c, xv, yv) - m[xv, yv]) for c in range(cn)], hl.f32(0.0))
-        ctx.inline_helpers.extend([m, s])
-        return [(lambda x, y, c=c: hl.exp(n(c, x, y) - m[x, y]) / s[x, y]) for c in range(cn)]
+        scale = n.shape.scale
+
+        def mx(x, y):
+            v = n(0, x, y)
+            for c in range(1, cn):
+                v = hl.max(v, n(c, x, y))
+            return v
+
+        # exponentials and their sum are computed once per pixel in materialised helpers
+        m = ctx.helper("softmax_max", [mx], scale)
+        e = ctx.helper("softmax_exp", [(lambda x, y, c=c: hl.exp(n(c, x, y) - m(0, x, y))) for c in range(cn)], scale)
+        s = ctx.helper("softmax_sum", [lambda x, y: _sum_exprs([e(c, x, y) for c in range(cn)], hl.f32(0.0))], scale)
+        return [(lambda x, y, c=c: e(c, x, y) / s(0, x, y)) for c in range(cn)]
+
+    def torch(self, xs, p, w, ctx):
+        return _t().softmax(xs[0], dim=1)
 
 
 @register_op
@@ -456,6 +545,10 @@ class GroupedSum(Op):
         a = xs[0]
         o = p["out_channels"]
         return a.reshape(o, a.shape[0] // o, *a.shape[1:]).sum(axis=1)
+
+    def torch(self, xs, p, w, ctx):
+        a, o = xs[0], p["out_channels"]
+        return a.reshape(a.shape[0], o, a.shape[1] // o, *a.shape[2:]).sum(dim=2)
 
     def halide(self, xs, p, w, ctx):
         hl, n = ctx.hl, xs[0]
@@ -481,6 +574,10 @@ class InterleavedSum(Op):
         a = xs[0]
         o = p["out_channels"]
         return a.reshape(a.shape[0] // o, o, *a.shape[1:]).sum(axis=0)
+
+    def torch(self, xs, p, w, ctx):
+        a, o = xs[0], p["out_channels"]
+        return a.reshape(a.shape[0], a.shape[1] // o, o, *a.shape[2:]).sum(dim=1)
 
     def halide(self, xs, p, w, ctx):
         hl, n = ctx.hl, xs[0]
@@ -546,6 +643,15 @@ class _Conv(Op):
         if p["bias"]:
             out += np.asarray(w["bias"], np.float32)[:, None, None]
         return out
+
+    def torch(self, xs, p, w, ctx):
+        F = _t().nn.functional
+        taps = self.taps(p)
+        dys = sorted({dy for dy, _ in taps})
+        dxs = sorted({dx for _, dx in taps})
+        wt = w["weight"].reshape(w["weight"].shape[0], w["weight"].shape[1], len(dys), len(dxs))
+        dil = (dys[1] - dys[0] if len(dys) > 1 else 1, dxs[1] - dxs[0] if len(dxs) > 1 else 1)
+        return F.conv2d(xs[0], wt, w.get("bias"), padding=(-dys[0], -dxs[0]), dilation=dil, groups=p["groups"])
 
     def halide(self, xs, p, w, ctx):
         n = xs[0]
@@ -693,6 +799,17 @@ class Upsample(Op):
             out[:, :, i::f] = sum(wv * _shift(tmp, 0, k) for k, wv in wts[i])
         return out
 
+    def torch(self, xs, p, w, ctx):
+        torch = _t()
+        a = xs[0]
+        f = p["factor"]
+        wts = _interp_weights(f, p["mode"])
+        n, c, h, wd = a.shape
+        rows = torch.stack([sum(wv * _tshift(a, k, 0) for k, wv in wts[j]) for j in range(f)], dim=3)
+        tmp = rows.reshape(n, c, h * f, wd)
+        cols = torch.stack([sum(wv * _tshift(tmp, 0, k) for k, wv in wts[i]) for i in range(f)], dim=4)
+        return cols.reshape(n, c, h * f, wd * f)
+
     def halide(self, xs, p, w, ctx):
         hl, n = ctx.hl, xs[0]
         f = p["factor"]
@@ -749,6 +866,11 @@ class LearnedUpsample(Op):
         if p["bias"]:
             y += np.asarray(w["bias"], np.float32)[:, None, None]
         return Unpack.reference(self, [y.astype(np.float32)], {"factor": p["factor"]}, w, ctx)
+
+    def torch(self, xs, p, w, ctx):
+        F = _t().nn.functional
+        y = F.conv2d(xs[0], w["weight"][:, :, None, None], w.get("bias"))
+        return F.pixel_shuffle(y, p["factor"])
 
     def halide(self, xs, p, w, ctx):
         hl, n = ctx.hl, xs[0]
@@ -808,6 +930,12 @@ class Downsample(Op):
         if p["bias"]:
             y += np.asarray(w["bias"], np.float32)[:, None, None]
         return y.astype(np.float32)
+
+    def torch(self, xs, p, w, ctx):
+        F = _t().nn.functional
+        a = F.pixel_unshuffle(xs[0], p["factor"])
+        wt = w["weight"].reshape(w["weight"].shape[0], -1)
+        return F.conv2d(a, wt[:, :, None, None], w.get("bias"))
 
     def halide(self, xs, p, w, ctx):
         hl, n = ctx.hl, xs[0]
@@ -893,6 +1021,13 @@ class GreenInsert(Op):
         cmap = _cfa_map(ctx, *m.shape[1:])
         return np.where(cmap == 1, m[0], full[0])[None].astype(np.float32)
 
+    def torch(self, xs, p, w, ctx):
+        torch = _t()
+        m, pred = xs
+        period = ctx.pattern.shape[0]
+        full = pred if pred.shape[-1] == m.shape[-1] else torch.nn.functional.pixel_shuffle(pred, period)
+        return torch.where(_cfa_mask_t(ctx, m, 1), m, full)
+
     def halide(self, xs, p, w, ctx):
         hl = ctx.hl
         m, pred = xs
@@ -941,6 +1076,17 @@ class ChromaInsert(Op):
         b = np.where(cmap == 2, m[0], full[1])
         return np.stack([r, g[0], b]).astype(np.float32)
 
+    def torch(self, xs, p, w, ctx):
+        torch = _t()
+        m, g, pred = xs
+        period = ctx.pattern.shape[0]
+        full = pred if pred.shape[-1] == m.shape[-1] else torch.nn.functional.pixel_shuffle(pred, period)
+        if p["mode"] == "diff":
+            full = full + g
+        r = torch.where(_cfa_mask_t(ctx, m, 0), m, full[:, 0:1])
+        b = torch.where(_cfa_mask_t(ctx, m, 2), m, full[:, 1:2])
+        return torch.cat([r, g, b], dim=1)
+
     def halide(self, xs, p, w, ctx):
         hl = ctx.hl
         m, g, pred = xs
@@ -958,3 +1104,222 @@ class ChromaInsert(Op):
             return e
 
         return [chan(0, 0), (lambda x, y: g(0, x, y)), chan(1, 2)]
+
+
+# ------------------------------------------------------------------------------------------------
+# Efficient-convolution blocks beyond the paper's set (the search can switch them off).
+
+
+def _depthwise_ref(a: np.ndarray, dw: np.ndarray, k: int, d: int) -> np.ndarray:
+    r = k // 2
+    out = np.zeros_like(a)
+    for ky in range(k):
+        for kx in range(k):
+            out += dw[:, 0, ky, kx][:, None, None] * _shift(a, (ky - r) * d, (kx - r) * d)
+    return out
+
+
+def _depthwise_hl(n: HNode, dw: np.ndarray, k: int, d: int, hl: Any) -> list[Callable]:
+    r = k // 2
+    return [
+        (lambda x, y, c=c: _mac([(dw[c, 0, ky, kx], n(c, x + (kx - r) * d, y + (ky - r) * d)) for ky in range(k) for kx in range(k)], 0.0, hl))
+        for c in range(n.shape.channels)
+    ]
+
+
+def _pointwise_hl(n: HNode, pw: np.ndarray, bias: np.ndarray | None, hl: Any) -> list[Callable]:
+    b = bias if bias is not None else np.zeros(pw.shape[0], np.float32)
+    return [
+        (lambda x, y, o=o: _mac([(pw[o, c], n(c, x, y)) for c in range(pw.shape[1])], float(b[o]), hl))
+        for o in range(pw.shape[0])
+    ]
+
+
+def _depthwise_t(a: Any, dw: Any, k: int, d: int) -> Any:
+    F = _t().nn.functional
+    return F.conv2d(a, dw, None, padding=(k // 2) * d, dilation=d, groups=a.shape[1])
+
+
+class _Factorised(Op):
+    weighted = True
+    heavy = True
+    required = ("out_channels",)
+    defaults = {"kernel": 3, "dilation": 1, "bias": True}
+
+    def infer(self, ins, p, period):
+        self._check_arity(ins)
+        if p["kernel"] < 1 or p["kernel"] % 2 == 0 or p["dilation"] < 1:
+            raise ProgramError(f"{self.name}: bad kernel/dilation {p['kernel']}/{p['dilation']}")
+        return Shape(p["out_channels"], ins[0].scale)
+
+    def radius(self, p):
+        return (p["kernel"] // 2) * p["dilation"]
+
+    def cost(self, ins, out, p, w):
+        return float(_nnz(*w.values()))
+
+
+@register_op
+class SeparableConv(_Factorised):
+    """Depthwise-separable convolution: a ``k x k`` depthwise filter per channel, then a 1x1 mix.
+
+    References
+    ----------
+    .. [1] F. Chollet, "Xception: Deep learning with depthwise separable convolutions", CVPR 2017.
+    """
+
+    name = "SeparableConv"
+
+    def weight_shapes(self, ins, p):
+        k, c, o = p["kernel"], ins[0].channels, p["out_channels"]
+        shapes = {"depthwise": (c, 1, k, k), "pointwise": (o, c)}
+        if p["bias"]:
+            shapes["bias"] = (o,)
+        return shapes
+
+    def reference(self, xs, p, w, ctx):
+        d = _depthwise_ref(xs[0].astype(np.float32), np.asarray(w["depthwise"], np.float32), p["kernel"], p["dilation"])
+        y = np.tensordot(np.asarray(w["pointwise"], np.float32), d, axes=(1, 0))
+        if p["bias"]:
+            y += np.asarray(w["bias"], np.float32)[:, None, None]
+        return y.astype(np.float32)
+
+    def halide(self, xs, p, w, ctx):
+        n = xs[0]
+        dw = ctx.helper("sepconv_dw", _depthwise_hl(n, np.asarray(w["depthwise"], np.float32), p["kernel"], p["dilation"], ctx.hl), n.shape.scale)
+        return _pointwise_hl(dw, np.asarray(w["pointwise"], np.float32), w.get("bias"), ctx.hl)
+
+    def torch(self, xs, p, w, ctx):
+        F = _t().nn.functional
+        d = _depthwise_t(xs[0], w["depthwise"], p["kernel"], p["dilation"])
+        return F.conv2d(d, w["pointwise"][:, :, None, None], w.get("bias"))
+
+
+@register_op
+class BSConv(_Factorised):
+    """Blueprint-separable convolution (BSConv-U): a 1x1 mix, then a ``k x k`` depthwise filter.
+
+    References
+    ----------
+    .. [1] D. Haase, M. Amthor, "Rethinking depthwise separable convolutions: how intra-kernel
+       correlations lead to improved MobileNets", CVPR 2020.
+    """
+
+    name = "BSConv"
+
+    def weight_shapes(self, ins, p):
+        k, c, o = p["kernel"], ins[0].channels, p["out_channels"]
+        shapes = {"pointwise": (o, c), "depthwise": (o, 1, k, k)}
+        if p["bias"]:
+            shapes["bias"] = (o,)
+        return shapes
+
+    def reference(self, xs, p, w, ctx):
+        y = np.tensordot(np.asarray(w["pointwise"], np.float32), xs[0].astype(np.float32), axes=(1, 0)).astype(np.float32)
+        d = _depthwise_ref(y, np.asarray(w["depthwise"], np.float32), p["kernel"], p["dilation"])
+        if p["bias"]:
+            d += np.asarray(w["bias"], np.float32)[:, None, None]
+        return d.astype(np.float32)
+
+    def halide(self, xs, p, w, ctx):
+        hl = ctx.hl
+        pw = ctx.helper("bsconv_pw", _pointwise_hl(xs[0], np.asarray(w["pointwise"], np.float32), None, hl), xs[0].shape.scale)
+        dw = _depthwise_hl(pw, np.asarray(w["depthwise"], np.float32), p["kernel"], p["dilation"], hl)
+        if not p["bias"]:
+            return dw
+        b = np.asarray(w["bias"], np.float32)
+        return [(lambda x, y, o=o: dw[o](x, y) + hl.f32(float(b[o]))) for o in range(len(dw))]
+
+    def torch(self, xs, p, w, ctx):
+        F = _t().nn.functional
+        y = F.conv2d(xs[0], w["pointwise"][:, :, None, None])
+        d = _depthwise_t(y, w["depthwise"], p["kernel"], p["dilation"])
+        return d + w["bias"][None, :, None, None] if p["bias"] else d
+
+
+@register_op
+class GatedConv(_Factorised):
+    """Gated convolution, the first-order step of gnConv: ``dw(a) * b`` where ``[a, b]`` is a 1x1
+    projection of the input to ``2 * out_channels`` and ``dw`` a ``k x k`` depthwise filter.
+
+    References
+    ----------
+    .. [1] Y. Rao et al., "HorNet: Efficient high-order spatial interactions with recursive gated
+       convolutions", NeurIPS 2022.
+    """
+
+    name = "GatedConv"
+
+    def weight_shapes(self, ins, p):
+        k, c, o = p["kernel"], ins[0].channels, p["out_channels"]
+        shapes = {"proj": (2 * o, c), "depthwise": (o, 1, k, k)}
+        if p["bias"]:
+            shapes.update({"proj_bias": (2 * o,), "bias": (o,)})
+        return shapes
+
+    def cost(self, ins, out, p, w):
+        return float(_nnz(*w.values()) + out.channels)  # + the gating products
+
+    def reference(self, xs, p, w, ctx):
+        o = p["out_channels"]
+        y = np.tensordot(np.asarray(w["proj"], np.float32), xs[0].astype(np.float32), axes=(1, 0)).astype(np.float32)
+        if p["bias"]:
+            y += np.asarray(w["proj_bias"], np.float32)[:, None, None]
+        d = _depthwise_ref(y[:o], np.asarray(w["depthwise"], np.float32), p["kernel"], p["dilation"])
+        if p["bias"]:
+            d += np.asarray(w["bias"], np.float32)[:, None, None]
+        return (d * y[o:]).astype(np.float32)
+
+    def halide(self, xs, p, w, ctx):
+        hl = ctx.hl
+        o = p["out_channels"]
+        proj = ctx.helper("gated_proj", _pointwise_hl(xs[0], np.asarray(w["proj"], np.float32), w.get("proj_bias"), hl), xs[0].shape.scale)
+        dw = _depthwise_hl(HNode(proj.func, Shape(o, proj.shape.scale)), np.asarray(w["depthwise"], np.float32), p["kernel"], p["dilation"], hl)
+        b = np.asarray(w["bias"], np.float32) if p["bias"] else np.zeros(o, np.float32)
+        return [(lambda x, y, c=c: (dw[c](x, y) + hl.f32(float(b[c]))) * proj(o + c, x, y)) for c in range(o)]
+
+    def torch(self, xs, p, w, ctx):
+        F = _t().nn.functional
+        o = p["out_channels"]
+        y = F.conv2d(xs[0], w["proj"][:, :, None, None], w.get("proj_bias"))
+        d = _depthwise_t(y[:, :o].contiguous(), w["depthwise"], p["kernel"], p["dilation"])
+        if p["bias"]:
+            d = d + w["bias"][None, :, None, None]
+        return d * y[:, o:]
+
+
+@register_op
+class ChannelShuffle(Op):
+    """Channel shuffle across ``groups`` (ShuffleNet): channel ``g * (C / G) + k`` moves to ``k * G + g``.
+
+    References
+    ----------
+    .. [1] X. Zhang et al., "ShuffleNet: An extremely efficient convolutional neural network for
+       mobile devices", CVPR 2018.
+    """
+
+    name = "ChannelShuffle"
+    required = ("groups",)
+
+    def infer(self, ins, p, period):
+        self._check_arity(ins)
+        if p["groups"] < 1 or ins[0].channels % p["groups"]:
+            raise ProgramError(f"ChannelShuffle: {ins[0].channels} channels not divisible by {p['groups']}")
+        return ins[0]
+
+    def _perm(self, c: int, g: int) -> list[int]:
+        """``out[i] = in[perm[i]]``."""
+        return list(np.arange(c).reshape(g, c // g).T.ravel())
+
+    def reference(self, xs, p, w, ctx):
+        return xs[0][self._perm(xs[0].shape[0], p["groups"])]
+
+    def halide(self, xs, p, w, ctx):
+        n = xs[0]
+        return [(lambda x, y, k=int(k): n(k, x, y)) for k in self._perm(n.shape.channels, p["groups"])]
+
+    def torch(self, xs, p, w, ctx):
+        a = xs[0]
+        g = p["groups"]
+        n, c, h, wd = a.shape
+        return a.reshape(n, g, c // g, h, wd).transpose(1, 2).reshape(n, c, h, wd)
