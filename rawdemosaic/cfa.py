@@ -85,7 +85,7 @@ class CFAPattern:
     def name(self) -> str:
         if self.kind is CFA.BAYER:
             return "".join("RGB"[c] for c in self.pattern.ravel())
-        return f"X-Trans(dy={self.dy}, dx={self.dx})"
+        return "X-Trans"
 
     def __str__(self) -> str:  # pragma: no cover - cosmetic
         return self.name

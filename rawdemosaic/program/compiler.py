@@ -75,6 +75,15 @@ def host_target() -> str:
     return str(_hl().get_host_target())
 
 
+def _compiler_key() -> str:
+    """Fingerprint of the lowering code: kernels built by other versions of it are not reused."""
+    h = hashlib.sha256()
+    here = Path(__file__).resolve().parent
+    for name in ("ops.py", "compiler.py"):
+        h.update((here / name).read_bytes())
+    return h.hexdigest()[:8]
+
+
 def _halide_version() -> str:
     from importlib.metadata import version
 
@@ -324,7 +333,7 @@ class Kernel:
     @property
     def path(self) -> Path:
         tkey = hashlib.sha256(self.target.encode()).hexdigest()[:10]
-        return cache_dir() / f"halide-{_halide_version()}" / tkey / f"{self.program.digest()}-{self.in_dtype}-{self.out_dtype}.so"
+        return cache_dir() / f"halide-{_halide_version()}-{_compiler_key()}" / tkey / f"{self.program.digest()}-{self.in_dtype}-{self.out_dtype}.so"
 
     @property
     def fn_name(self) -> str:

@@ -1,0 +1,355 @@
+"""Batch conversion: plan outputs, convert files in isolated worker processes, account for every file.
+
+Layout
+------
+* :class:`Options` holds every convert option (from defaults < recipe file < command line).
+* :func:`plan` expands inputs (files, directories with ``recursive``, globs) into :class:`Task` s with
+  output paths from a name template; nothing is touched.
+* :func:`run` converts tasks and returns one :class:`Result` per task. Decoding never happens in the
+  calling process: each file is converted in a spawned worker process (LibRaw with OpenMP deadlocks
+  after ``fork``), so a file that crashes LibRaw kills only its worker. A crashed pool's unfinished files
+  are retried one at a time in fresh single-worker pools, which pins the crash on the file that caused
+  it; the others convert normally. With ``ray`` set, files are Ray tasks instead (local or cluster).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import dataclasses
+import datetime as _dt
+import glob
+import json
+import multiprocessing
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Optional, Sequence
+
+__all__ = ["Options", "Task", "Result", "plan", "run", "load_recipe", "RAW_EXTENSIONS"]
+
+RAW_EXTENSIONS = frozenset(
+    ".dng .raf .crw .cr2 .cr3 .nef .nrw .arw .srf .sr2 .orf .rw2 .pef .srw .kdc .dcr .mrw .x3f .3fr .erf "
+    ".mef .mos .iiq .rwl .raw .k25 .dc2".split()
+)
+_EXT = {"tiff": "tif", "png": "png", "jpeg": "jpg"}
+
+
+@dataclass(frozen=True)
+class Options:
+    """Convert options (all keyword-compatible with a ``--recipe`` TOML file)."""
+
+    budget: Optional[float] = None
+    kernel: Optional[str] = None
+    format: str = "tiff"
+    bits: int = 16
+    quality: int = 95
+    wb: Any = "camera"
+    colorspace: str = "srgb"
+    linear: bool = False
+    orient: bool = True
+    overwrite: bool = False
+    output: Optional[str] = None
+    name: str = "{stem}.{ext}"
+    jobs: int = 1
+    recursive: bool = False
+    models: Optional[str] = None
+
+    @classmethod
+    def merged(cls, *layers: dict) -> "Options":
+        """Later layers override earlier ones; ``None`` values in a layer are ignored."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        vals: dict[str, Any] = {}
+        for layer in layers:
+            for k, v in layer.items():
+                if v is None:
+                    continue
+                if k not in known:
+                    raise ValueError(f"unknown option {k!r} (known: {', '.join(sorted(known))})")
+                vals[k] = v
+        opts = cls(**vals)
+        opts.validate()
+        return opts
+
+    def validate(self) -> None:
+        if self.format not in _EXT:
+            raise ValueError(f"format must be one of tiff, png, jpeg (got {self.format!r})")
+        if self.bits not in (8, 16):
+            raise ValueError(f"bits must be 8 or 16 (got {self.bits})")
+        if self.format == "jpeg" and self.bits != 8:
+            raise ValueError("JPEG holds 8 bits only: use --bits 8 (or --format tiff/png for 16-bit)")
+        if not 1 <= int(self.quality) <= 100:
+            raise ValueError(f"quality must be within 1..100 (got {self.quality})")
+        if self.jobs < 1:
+            raise ValueError(f"jobs must be >= 1 (got {self.jobs})")
+        if self.budget is not None and not self.budget > 0:
+            raise ValueError(f"budget must be a positive number of ops/pixel (got {self.budget})")
+
+
+@dataclass(frozen=True)
+class Task:
+    input: str
+    output: str
+
+
+@dataclass
+class Result:
+    input: str
+    output: str
+    status: str  # "converted" | "skipped" | "failed" | "planned"
+    reason: str = ""
+    seconds: float = 0.0
+    kernel: str = ""
+    extra: dict = field(default_factory=dict)
+
+
+def load_recipe(path: str | os.PathLike) -> dict:
+    """Options from a TOML recipe (top-level keys, or a ``[convert]`` table)."""
+    import tomllib
+
+    try:
+        with open(path, "rb") as fh:
+            doc = tomllib.load(fh)
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise ValueError(f"{path}: cannot read recipe: {' '.join(str(e).split())}") from None
+    return dict(doc.get("convert", doc))
+
+
+# ------------------------------------------------------------------------------------------------
+# Planning
+
+
+def _expand(inputs: Sequence[str], recursive: bool) -> list[Path]:
+    files: list[Path] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            it = p.rglob("*") if recursive else p.iterdir()
+            files.extend(sorted(f for f in it if f.is_file() and f.suffix.lower() in RAW_EXTENSIONS))
+        elif any(ch in item for ch in "*?["):
+            matches = sorted(Path(m) for m in glob.glob(item, recursive=recursive))
+            files.extend(m for m in matches if m.is_file())
+        else:
+            files.append(p)  # missing files are reported as failures, not silently dropped
+    seen: set[str] = set()
+    unique = []
+    for f in files:
+        key = os.path.abspath(f)
+        if key not in seen:
+            seen.add(key)
+            unique.append(f)
+    return unique
+
+
+def _template_fields(path: Path, ext: str, meta: Optional[dict] = None) -> dict:
+    meta = meta or {}
+    ts = meta.get("timestamp")
+    date = _dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d") if ts else "nodate"
+    camera = " ".join(x for x in (meta.get("make", ""), meta.get("model", "")) if x).strip() or "unknown"
+    return {
+        "stem": path.stem,
+        "ext": ext,
+        "suffix": path.suffix.lstrip("."),
+        "parent": path.parent.name,
+        "camera": camera.replace("/", "_").replace(" ", "_"),
+        "make": (meta.get("make") or "unknown").replace("/", "_"),
+        "model": (meta.get("model") or "unknown").replace("/", "_"),
+        "date": date,
+    }
+
+
+def _needs_metadata(template: str) -> bool:
+    return any(k in template for k in ("{camera}", "{make}", "{model}", "{date}"))
+
+
+def _metadata(path: Path) -> dict:
+    """Camera and date for name templates (cheap: no demosaicking)."""
+    try:
+        from .raw import read
+
+        f = read(path)
+        return {"make": f.make, "model": f.model, "timestamp": f.timestamp}
+    except Exception:  # noqa: BLE001 - a bad file fails later, with its reason, in the worker
+        return {}
+
+
+def plan(inputs: Sequence[str], opts: Options) -> list[Task]:
+    """Input files and their output paths (directories created at run time, not here)."""
+    files = _expand(inputs, opts.recursive)
+    ext = _EXT[opts.format]
+    out = Path(opts.output) if opts.output else None
+    single_file_out = out is not None and len(files) == 1 and out.suffix.lower() in (".tif", ".tiff", ".png", ".jpg", ".jpeg") and not out.is_dir()
+    tasks = []
+    for f in files:
+        if single_file_out:
+            dest = out
+        else:
+            fields = _template_fields(f, ext, _metadata(f) if _needs_metadata(opts.name) else None)
+            try:
+                name = opts.name.format(**fields)
+            except (KeyError, IndexError, ValueError) as e:
+                raise ValueError(f"bad name template {opts.name!r}: {e}") from None
+            dest = (out if out is not None else f.parent) / name
+        tasks.append(Task(str(f), str(dest)))
+    return tasks
+
+
+# ------------------------------------------------------------------------------------------------
+# Converting one file (runs in a worker process)
+
+
+def convert_one(task: Task, opts: Options) -> Result:
+    """Read, develop and write one file; never raises for bad input (the result says why)."""
+    t0 = time.perf_counter()
+    src, dst = Path(task.input), Path(task.output)
+    try:
+        from . import color
+        from .demosaic import choose
+        from .develop import develop
+        from .raw import read
+        from .writers import check_output_path, exif_from_frame, write_image
+
+        check_output_path(dst, [src])
+        if dst.exists() and not opts.overwrite:
+            return Result(task.input, task.output, "skipped", "output exists (use --overwrite)")
+        frame = read(src)
+        info = choose(frame.cfa, budget=opts.budget, kernel=opts.kernel, models=opts.models)
+        img = develop(frame, budget=opts.budget, kernel=opts.kernel, wb=opts.wb, colorspace=opts.colorspace, linear=opts.linear, orient=opts.orient, models=opts.models)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        icc = color.icc_profile(opts.colorspace, linear=opts.linear, xyz_to_cam=frame.xyz_to_cam)
+        write_image(dst, img, format=opts.format, bits=opts.bits, quality=opts.quality, icc=icc, exif=exif_from_frame(frame), overwrite=opts.overwrite)
+        return Result(task.input, task.output, "converted", seconds=time.perf_counter() - t0, kernel=info.name)
+    except Exception as e:  # noqa: BLE001 - reported per file, the batch goes on
+        msg = " ".join(str(e).split()) or type(e).__name__
+        if task.input not in msg and src.name not in msg:
+            msg = f"{task.input}: {msg}"
+        return Result(task.input, task.output, "failed", msg, time.perf_counter() - t0)
+
+
+def _worker_init(threads: int) -> None:
+    os.environ["HL_NUM_THREADS"] = str(threads)
+
+
+# ------------------------------------------------------------------------------------------------
+# Running a batch
+
+
+class _Progress:
+    """A one-line progress bar on stderr: done/total, files/s, ETA."""
+
+    def __init__(self, total: int, enabled: bool):
+        self.total, self.enabled, self.done, self.t0 = total, enabled and total > 0, 0, time.perf_counter()
+
+    def step(self, result: Result) -> None:
+        self.done += 1
+        if not self.enabled:
+            return
+        dt = time.perf_counter() - self.t0
+        rate = self.done / dt if dt > 0 else 0.0
+        eta = (self.total - self.done) / rate if rate > 0 else 0.0
+        width = 24
+        fill = int(width * self.done / self.total)
+        sys.stderr.write(f"\r[{'#' * fill}{'.' * (width - fill)}] {self.done}/{self.total} {rate:.2f} files/s ETA {eta:4.0f}s ")
+        if self.done == self.total:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+
+def run(tasks: Sequence[Task], opts: Options, progress: bool = False, ray: Optional[str] = None, on_result: Optional[Callable[[Result], None]] = None, worker: Callable[[Task, Options], Result] = None) -> list[Result]:
+    """Convert ``tasks``; results come back in task order.
+
+    ``worker`` (default :func:`convert_one`) must be importable by name from a spawned process.
+    """
+    worker = worker or convert_one
+    bar = _Progress(len(tasks), progress)
+
+    def done(r: Result) -> None:
+        bar.step(r)
+        if on_result:
+            on_result(r)
+
+    if not tasks:
+        return []
+    if ray:
+        results = _run_ray(tasks, opts, ray, done, worker)
+    else:
+        results = _run_pool(tasks, opts, done, worker)
+    return [results[i] for i in range(len(tasks))]
+
+
+def _pool(workers: int, cores: int) -> cf.ProcessPoolExecutor:
+    return cf.ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_worker_init,
+        initargs=(max(1, cores // workers),),
+    )
+
+
+def _run_pool(tasks: Sequence[Task], opts: Options, done: Callable[[Result], None], worker) -> dict[int, Result]:
+    cores = os.cpu_count() or 1
+    workers = min(opts.jobs, len(tasks))
+    results: dict[int, Result] = {}
+    suspects: list[int] = []
+    with _pool(workers, cores) as ex:
+        futs = {ex.submit(worker, t, opts): i for i, t in enumerate(tasks)}
+        for fut in cf.as_completed(futs):
+            i = futs[fut]
+            try:
+                results[i] = fut.result()
+                done(results[i])
+            except cf.process.BrokenProcessPool:
+                suspects.append(i)
+    # a worker died (crash in a decoder): retry each unfinished file alone to find the culprit(s)
+    for i in sorted(suspects):
+        with _pool(1, cores) as ex:
+            try:
+                results[i] = ex.submit(worker, tasks[i], opts).result()
+            except cf.process.BrokenProcessPool:
+                results[i] = Result(tasks[i].input, tasks[i].output, "failed", f"{tasks[i].input}: the decoder crashed (worker process died)")
+        done(results[i])
+    return results
+
+
+def _run_ray(tasks: Sequence[Task], opts: Options, address: str, done: Callable[[Result], None], worker) -> dict[int, Result]:
+    try:
+        import ray
+    except ImportError:
+        raise RuntimeError("--ray needs Ray: pip install 'ray[default]'") from None
+    if not ray.is_initialized():
+        ray.init(address=None if address == "local" else address, ignore_reinit_error=True, log_to_driver=False)
+    remote = ray.remote(max_retries=0)(worker)
+    refs = {remote.remote(t, opts): i for i, t in enumerate(tasks)}
+    results: dict[int, Result] = {}
+    pending = list(refs)
+    while pending:
+        ready, pending = ray.wait(pending, num_returns=1)
+        ref = ready[0]
+        i = refs[ref]
+        try:
+            results[i] = ray.get(ref)
+        except Exception as e:  # noqa: BLE001 - a crashed Ray worker costs only its file
+            reason = " ".join(str(e).split())[:200]
+            results[i] = Result(tasks[i].input, tasks[i].output, "failed", f"{tasks[i].input}: worker failed: {reason}")
+        done(results[i])
+    return results
+
+
+def summary(results: Iterable[Result], seconds: float) -> str:
+    rs = list(results)
+    n = {s: sum(r.status == s for r in rs) for s in ("converted", "skipped", "failed")}
+    return f"converted {n['converted']}, skipped {n['skipped']}, failed {n['failed']} in {seconds:.1f} s"
+
+
+def write_report(path: str | os.PathLike, results: Iterable[Result], seconds: float) -> None:
+    rs = [dataclasses.asdict(r) for r in results]
+    doc = {
+        "summary": {s: sum(r["status"] == s for r in rs) for s in ("converted", "skipped", "failed", "planned")},
+        "seconds": round(seconds, 3),
+        "files": rs,
+    }
+    p = Path(path)
+    tmp = p.with_name(f".{p.name}.tmp")
+    tmp.write_text(json.dumps(doc, indent=1) + "\n")
+    tmp.replace(p)

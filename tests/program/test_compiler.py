@@ -1,0 +1,126 @@
+"""Compiled kernels: registry programs in every phase, dtypes, borders, sizes, cache, threads."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from rawdemosaic.cfa import CFA, CFAPattern
+from rawdemosaic.program.compiler import Kernel
+from rawdemosaic.program.reference import run_reference
+from rawdemosaic.registry import kernels
+
+ENTRIES = kernels(plugins=False)
+PHASES = {CFA.BAYER: [(0, 0), (0, 1), (1, 0), (1, 1)], CFA.XTRANS: [(dy, dx) for dy in range(6) for dx in range(0, 6, 2)]}
+
+
+@pytest.mark.parametrize("entry", ENTRIES, ids=lambda e: e.name)
+def test_registry_kernel_matches_reference_in_every_phase(entry):
+    prog = entry.program()
+    k = Kernel(prog, quiet=True)
+    rng = np.random.default_rng(0)
+    for dy, dx in PHASES[entry.cfa]:
+        pat = CFAPattern(entry.cfa, dy, dx)
+        m = rng.random((50 + dy, 63 + dx)).astype(np.float32)
+        assert np.abs(k(m, pat) - run_reference(prog, m, pat)).max() <= 1e-4
+
+
+@pytest.mark.parametrize("entry", ENTRIES, ids=lambda e: e.name)
+def test_recorded_cost_is_the_programs(entry):
+    assert entry.cost == pytest.approx(entry.program().cost(), abs=1e-3)
+
+
+def _bilinear():
+    return next(e for e in ENTRIES if e.name == "bayer_bilinear").program()
+
+
+def test_uint16_in_and_out():
+    prog = _bilinear()
+    rng = np.random.default_rng(0)
+    m16 = (rng.random((64, 80)) * 65535).astype(np.uint16)
+    ref = run_reference(prog, m16.astype(np.float32) / 65535)
+    out16 = Kernel(prog, "uint16", "uint16", quiet=True)(m16)
+    assert out16.dtype == np.uint16
+    expect = np.round(np.clip(ref, 0, 1) * 65535)
+    assert np.abs(out16.astype(np.float64) - expect).max() <= 1
+    outf = Kernel(prog, "uint16", "float32", quiet=True)(m16)
+    assert np.abs(outf - ref).max() < 1e-5
+
+
+def test_flat_field_stays_flat_to_the_borders():
+    # a grey scene seen through any CFA must demosaic to the same grey everywhere, edges included
+    for e in ENTRIES:
+        k = Kernel(e.program(), quiet=True)
+        for dy, dx in PHASES[e.cfa][:3]:
+            m = np.full((31 + dy, 29 + dx), 0.37, np.float32)
+            out = k(m, CFAPattern(e.cfa, dy, dx))
+            assert np.abs(out - 0.37).max() < 1e-5, e.name
+
+
+@pytest.mark.parametrize("shape", [(4, 4), (12, 12), (13, 7), (300, 5)])
+def test_small_and_odd_sizes(shape):
+    prog = _bilinear()
+    if min(shape) < 4:
+        pytest.skip()
+    m = np.random.default_rng(0).random(shape).astype(np.float32)
+    out = Kernel(prog, quiet=True)(m, CFAPattern(CFA.BAYER, 1, 1))
+    assert out.shape == (*shape, 3)
+    assert np.abs(out - run_reference(prog, m, CFAPattern(CFA.BAYER, 1, 1))).max() < 1e-5
+
+
+def test_strided_input_and_out_argument():
+    prog = _bilinear()
+    big = np.random.default_rng(0).random((64, 130)).astype(np.float32)
+    view = big[:, ::2]  # non-contiguous
+    k = Kernel(prog, quiet=True)
+    ref = run_reference(prog, np.ascontiguousarray(view))
+    assert np.abs(k(view) - ref).max() < 1e-6
+    out = np.empty((64, 65, 3), np.float32)
+    res = k(view, out=out)
+    assert res is out and np.abs(out - ref).max() < 1e-6
+
+
+def test_rejects_wrong_dtype_and_family():
+    k = Kernel(_bilinear(), quiet=True)
+    with pytest.raises(ValueError, match="float32"):
+        k(np.zeros((8, 8), np.uint16))
+    with pytest.raises(ValueError, match="xtrans"):
+        k(np.zeros((12, 12), np.float32), CFAPattern(CFA.XTRANS, 0, 0))
+
+
+def test_cache_is_reused_and_keyed_by_target(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("RAWDEMOSAIC_CACHE", str(tmp_path))
+    prog = _bilinear()
+    k = Kernel(prog)
+    assert not k.is_cached()
+    k(np.zeros((8, 8), np.float32))
+    assert "compiling kernel bayer_bilinear" in capsys.readouterr().err
+    assert Kernel(prog).is_cached()
+    Kernel(prog)(np.zeros((8, 8), np.float32))
+    assert capsys.readouterr().err == ""
+    other = Kernel(prog, target="x86-64-linux-sse41")
+    assert other.path != k.path and not other.is_cached()
+    out = other(np.random.default_rng(0).random((16, 16)).astype(np.float32))
+    assert np.abs(out - run_reference(prog, np.random.default_rng(0).random((16, 16)).astype(np.float32))).max() < 1e-5
+
+
+def test_concurrent_calls_from_threads():
+    k = Kernel(_bilinear(), quiet=True)
+    rng = np.random.default_rng(0)
+    inputs = [rng.random((96, 128)).astype(np.float32) for _ in range(6)]
+    expect = [k(m) for m in inputs]
+    got = [None] * 6
+
+    def work(i):
+        for _ in range(5):
+            got[i] = k(inputs[i])
+
+    ts = [threading.Thread(target=work, args=(i,)) for i in range(6)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    for g, e in zip(got, expect):
+        assert np.array_equal(g, e)

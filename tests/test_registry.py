@@ -1,0 +1,86 @@
+"""Registry: selection is a pure function of the entries; entries are truthful."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rawdemosaic import BudgetError, KernelNotFoundError
+from rawdemosaic.cfa import CFA
+from rawdemosaic.evaluate import TEST_SETS, evaluate, load_images
+from rawdemosaic.program.classical import bayer_bilinear, bayer_malvar
+from rawdemosaic.program.compiler import Kernel
+from rawdemosaic.registry import KernelInfo, add_entry, kernels, load_registry, select
+
+
+def _info(name, cost, q, cfa=CFA.BAYER):
+    return KernelInfo(name, cfa, cost, {"kodak24": q, "mcmaster18": q}, Path(f"{name}.json"))
+
+
+ENTRIES = [_info("a", 5, 30), _info("b", 20, 35), _info("c", 100, 34), _info("d", 400, 38), _info("x", 6, 29, CFA.XTRANS)]
+
+
+@pytest.mark.parametrize("budget, expect", [(5, "a"), (19.9, "a"), (20, "b"), (399, "b"), (1000, "d"), (None, "d")])
+def test_budget_picks_best_quality_that_fits(budget, expect):
+    assert select(ENTRIES, CFA.BAYER, budget).name == expect
+
+
+def test_budget_below_cheapest_lists_costs():
+    with pytest.raises(BudgetError, match=r"available: a=5, b=20, c=100, d=400"):
+        select(ENTRIES, CFA.BAYER, 4)
+    with pytest.raises(BudgetError):
+        select(ENTRIES, CFA.BAYER, 0)
+
+
+def test_select_by_name_and_family():
+    assert select(ENTRIES, CFA.BAYER, name="c").name == "c"
+    assert select(ENTRIES, CFA.XTRANS, budget=10).name == "x"
+    with pytest.raises(KernelNotFoundError, match="serves xtrans"):
+        select(ENTRIES, CFA.BAYER, name="x")
+    with pytest.raises(KernelNotFoundError, match="no kernel named"):
+        select(ENTRIES, CFA.BAYER, name="zzz")
+    with pytest.raises(KernelNotFoundError):
+        select([], CFA.BAYER)
+
+
+def test_add_entry_keeps_others_and_replaces_same_name(tmp_path):
+    add_entry(bayer_bilinear(), tmp_path, {"kodak24": 1.0})
+    add_entry(bayer_malvar(), tmp_path, {"kodak24": 2.0})
+    add_entry(bayer_bilinear(), tmp_path, {"kodak24": 3.0})
+    reg = {e.name: e for e in load_registry(tmp_path)}
+    assert set(reg) == {"bayer_bilinear", "bayer_malvar"}
+    assert reg["bayer_bilinear"].quality["kodak24"] == 3.0
+    assert reg["bayer_malvar"].program().digest() == bayer_malvar().digest()
+    assert json.loads((tmp_path / "registry.json").read_text())["format"] == "rawdemosaic-registry/1"
+
+
+def test_models_directory_override(tmp_path, monkeypatch):
+    add_entry(bayer_bilinear(), tmp_path, {"kodak24": 1.0})
+    monkeypatch.setenv("RAWDEMOSAIC_MODELS", str(tmp_path))
+    assert [e.name for e in kernels(plugins=False)] == ["bayer_bilinear"]
+
+
+BUILTIN = kernels(plugins=False)
+
+
+def test_builtin_registry_covers_both_families():
+    assert {e.cfa for e in BUILTIN} == {CFA.BAYER, CFA.XTRANS}
+
+
+@pytest.mark.parametrize("entry", BUILTIN, ids=lambda e: e.name)
+def test_recorded_quality_is_reproducible(entry, shared_data):
+    # the registry's dB figures are recomputed here with the project's protocol (Kodak24: all 24 images)
+    imgs = load_images(shared_data / TEST_SETS["kodak24"])
+    k = Kernel(entry.program(), quiet=True)
+    measured = evaluate(k, imgs, entry.cfa.value)
+    assert measured == pytest.approx(entry.quality["kodak24"], abs=0.02)
+
+
+def test_front_is_monotone():
+    for cfa in CFA:
+        fam = sorted((e for e in BUILTIN if e.cfa is cfa), key=lambda e: e.cost)
+        scores = [e.score for e in fam]
+        assert scores == sorted(scores), f"dominated {cfa.value} entry in the registry"
