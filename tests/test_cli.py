@@ -1,0 +1,148 @@
+"""The command line, end to end on the sample raws and bad inputs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+from PIL import Image
+
+from rawdemosaic.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+BAYER = ROOT / "sample_raws" / "bayer_rggb.dng"
+XTRANS = ROOT / "sample_raws" / "xtrans.dng"
+
+
+def run(*args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "rawdemosaic.cli", *map(str, args)], capture_output=True, text=True, env={**os.environ})
+
+
+def test_convert_samples_tiff16(tmp_path):
+    r = run("convert", BAYER, XTRANS, "-o", tmp_path, "--budget", "100")
+    assert r.returncode == 0, r.stderr
+    assert "converted 2, skipped 0, failed 0" in r.stdout
+    for name in ("bayer_rggb.tif", "xtrans.tif"):
+        with tifffile.TiffFile(tmp_path / name) as t:
+            a = t.asarray()
+            assert a.dtype == np.uint16 and a.ndim == 3 and a.shape[2] == 3
+            assert 34675 in t.pages[0].tags  # ICC profile
+        assert a.mean() > 3000  # a real picture, not black
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bayer_rggb.tif", "xtrans.tif"]  # no temp files
+
+
+@pytest.mark.parametrize("fmt, bits, mode", [("png", 8, "RGB"), ("png", 16, None), ("jpeg", None, "RGB")])
+def test_convert_formats(tmp_path, fmt, bits, mode):
+    args = ["convert", BAYER, "-o", tmp_path, "--format", fmt, "--kernel", "bayer_bilinear"]
+    if bits:
+        args += ["--bits", str(bits)]
+    assert main(args) == 0
+    out = next(tmp_path.iterdir())
+    assert out.suffix == {"png": ".png", "jpeg": ".jpg"}[fmt]
+    with Image.open(out) as im:
+        assert im.size == (1024, 768)
+        if mode:
+            assert im.mode == mode
+
+
+def test_single_output_file_and_wb_colorspace(tmp_path):
+    dest = tmp_path / "x.png"
+    assert main(["convert", XTRANS, "-o", dest, "--bits", "8", "--wb", "daylight", "--colorspace", "adobe", "--linear"]) == 0
+    assert dest.exists()
+
+
+def test_skip_existing_then_overwrite(tmp_path, capsys):
+    assert main(["convert", BAYER, "-o", tmp_path, "--kernel", "bayer_bilinear"]) == 0
+    out = tmp_path / "bayer_rggb.tif"
+    stamp = out.stat().st_mtime_ns
+    assert main(["convert", BAYER, "-o", tmp_path]) == 0
+    assert "skipped" in capsys.readouterr().err
+    assert out.stat().st_mtime_ns == stamp
+    assert main(["convert", BAYER, "-o", tmp_path, "--overwrite"]) == 0
+    assert out.stat().st_mtime_ns != stamp
+
+
+def test_bad_files_one_line_nonzero_nothing_written(tmp_path):
+    bad = tmp_path / "broken.dng"
+    bad.write_bytes(BAYER.read_bytes()[:5000])
+    text = tmp_path / "notes.dng"
+    text.write_text("hello")
+    outdir = tmp_path / "out"
+    r = run("convert", bad, text, BAYER, "-o", outdir, "--kernel", "bayer_bilinear")
+    assert r.returncode == 1
+    errs = [l for l in r.stderr.splitlines() if l.startswith("rawdemosaic:")]
+    assert len(errs) == 2 and any("broken.dng" in l for l in errs) and any("notes.dng" in l for l in errs)
+    assert "converted 1, skipped 0, failed 2" in r.stdout
+    assert sorted(p.name for p in outdir.iterdir()) == ["bayer_rggb.tif"]
+
+
+def test_missing_input_and_budget_error(tmp_path):
+    r = run("convert", tmp_path / "nope.dng", "-o", tmp_path)
+    assert r.returncode == 1 and "nope.dng" in r.stderr
+    r = run("convert", BAYER, "-o", tmp_path, "--budget", "1")
+    assert r.returncode == 1 and "available" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert not any(tmp_path.iterdir())
+
+
+def test_never_overwrites_an_input(tmp_path):
+    src = tmp_path / "a.dng"
+    src.write_bytes(BAYER.read_bytes())
+    r = run("convert", src, "-o", src, "--overwrite", "--name", "a.dng")
+    assert r.returncode != 0
+    assert src.read_bytes() == BAYER.read_bytes()
+
+
+def test_info_and_kernels(capsys):
+    assert main(["info", BAYER, XTRANS]) == 0
+    out = capsys.readouterr().out
+    assert "RGGB" in out and "X-Trans" in out and "1024 x 768" in out
+    assert main(["kernels", "--cfa", "xtrans"]) == 0
+    out = capsys.readouterr().out
+    assert "xtrans_linear" in out and "bayer_bilinear" not in out
+    assert main(["info", __file__]) == 1
+
+
+def test_kernels_build(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("RAWDEMOSAIC_CACHE", str(tmp_path))
+    assert main(["kernels", "build", "--cfa", "bayer"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("built") >= 4
+    assert list(tmp_path.rglob("*.so"))
+    assert main(["kernels", "build", "--cfa", "bayer"]) == 0
+    assert "built" not in capsys.readouterr().out.replace("cached", "")
+
+
+def test_dry_run_report_recipe(tmp_path):
+    recipe = tmp_path / "r.toml"
+    recipe.write_text('format = "png"\nbits = 8\nkernel = "bayer_bilinear"\nname = "{stem}-{camera}.{ext}"\n')
+    report = tmp_path / "rep.json"
+    outdir = tmp_path / "o"
+    assert main(["convert", BAYER, "-o", outdir, "--recipe", recipe, "--dry-run", "--report", report]) == 0
+    assert not outdir.exists()
+    doc = json.loads(report.read_text())
+    assert doc["summary"]["planned"] == 1
+    assert doc["files"][0]["output"].endswith("bayer_rggb-RawDemosaic_Synthetic_Bayer.png") or doc["files"][0]["output"].endswith(".png")
+    # the command line overrides the recipe
+    assert main(["convert", BAYER, "-o", outdir, "--recipe", recipe, "--format", "tiff", "--report", report]) == 0
+    doc = json.loads(report.read_text())
+    assert doc["files"][0]["status"] == "converted" and doc["files"][0]["output"].endswith(".tif")
+    assert doc["files"][0]["kernel"] == "bayer_bilinear"
+
+
+def test_directories_recursion_globs_and_jobs(tmp_path):
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    for p in (tmp_path / "a" / "one.dng", tmp_path / "a" / "b" / "two.dng"):
+        p.write_bytes(BAYER.read_bytes())
+    (tmp_path / "a" / "skip.txt").write_text("x")
+    out = tmp_path / "out"
+    assert main(["convert", tmp_path / "a", "-o", out, "--kernel", "bayer_bilinear", "--format", "png", "--bits", "8"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["one.png"]
+    assert main(["convert", tmp_path / "a", "-r", "-o", out, "-j", "2", "--kernel", "bayer_bilinear", "--format", "png", "--bits", "8"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["one.png", "two.png"]
+    assert main(["convert", str(tmp_path / "a" / "*.dng"), "-o", tmp_path / "g", "--dry-run"]) == 0
