@@ -74,8 +74,10 @@ DEFAULTS: dict[str, Any] = {
     "space": {},
     "train": {
         "trainer": "torch",  # or "module:callable" returning a trainer for (config, cfa)
-        "data": ["train"],  # image directories: absolute, or relative to the data directory
-        "patch": 64,
+        "data": [],  # image directories (absolute, or relative to the data directory); [] = the default corpus
+        "patch": 48,  # a multiple of 4 CFA periods (the coarsest grid the space allows)
+        "count": 1024,  # training patches (fixed subset)
+        "val_count": 256,  # validation patches (the corpus' validation split)
         "steps": 300,
         "lr": 2e-3,
         "batch": 16,
@@ -241,16 +243,6 @@ def front(pop: Sequence[Candidate]) -> list[Candidate]:
 # Training: trainers and executors
 
 
-def _data_dirs(dirs: Sequence[str]) -> list[Path]:
-    from ..evaluate import data_dir
-
-    out = []
-    for d in dirs:
-        p = Path(d).expanduser()
-        out.append(p if p.is_absolute() else data_dir() / p)
-    return out
-
-
 _DATA_CACHE: dict[str, Any] = {}
 
 
@@ -268,10 +260,16 @@ class TorchTrainer:
             from . import data as D
 
             cfg = self.cfg
-            dirs = [str(p) for p in _data_dirs(cfg["data"])]
-            kw = {k: cfg[k] for k in ("val_fraction", "hard_fraction", "synthetic", "max_images", "patches", "val_patches") if k in cfg}
-            train = _call(D.PatchDataset, dirs, self.cfa, cfg["patch"], linear=cfg["linear"], augment=cfg["augment"], seed=self.seed, split="train", **kw)
-            val = _call(D.PatchDataset, dirs, self.cfa, cfg["patch"], linear=cfg["linear"], augment=False, seed=self.seed, split="val", **kw)
+            dirs = cfg.get("data") or None
+            common = {k: cfg[k] for k in ("limit", "cache_dir") if k in cfg and k != "cache_dir"}
+            tr_kw = {k: cfg[k] for k in ("synthetic", "hard_fraction", "pool_factor") if k in cfg}
+            cache = cfg.get("cache_dir")
+            train = D.PatchDataset(dirs, self.cfa, cfg["patch"], linear=cfg["linear"], augment=cfg["augment"], seed=self.seed,
+                                   split="train", count=int(cfg.get("count", 1024)),
+                                   cache=(Path(cache) / f"train_{self.cfa}_{self.seed}.npz") if cache else None, **common, **tr_kw)
+            val = D.PatchDataset(dirs, self.cfa, cfg["patch"], linear=cfg["linear"], augment=False, seed=self.seed + 1,
+                                 split="val", count=int(cfg.get("val_count", 256)),
+                                 cache=(Path(cache) / f"val_{self.cfa}_{self.seed}.npz") if cache else None, **common)
             _DATA_CACHE[key] = (train, val)
         return _DATA_CACHE[key]
 

@@ -1,0 +1,204 @@
+"""``rawdemosaic search ...`` (also ``python -m rawdemosaic.search ...``).
+
+Subcommands::
+
+    run     --cfa bayer|xtrans --config FILE --out DIR [--seed N] [--ray-address ADDR]
+    resume  DIR [--ray-address ADDR]
+    export  DIR [--into DIR] [--top N] [--steps N] [--sets kodak24 mcmaster18] [--limit N]
+    report  [--models DIR] [--runs DIR ...] --out front.png
+
+``--config`` takes a TOML path or the name of a packaged config (``smoke``, ``bayer``, ``xtrans``).
+``export`` fully trains the finalists of the run's front, measures them through the Halide kernel and
+adds them to the registry in ``--into`` (default: the registry the runtime uses, ``$RAWDEMOSAIC_MODELS``
+or ``models/``); entries it does not replace are kept. Point the runtime at another registry with
+``RAWDEMOSAIC_MODELS=DIR`` or ``rawdemosaic ... --models DIR``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Sequence
+
+__all__ = ["main", "config_path", "export_run"]
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+
+
+def config_path(name: str) -> Path:
+    """A config file: a path, or the name of a packaged config (``smoke``, ``bayer``, ``xtrans``)."""
+    p = Path(name)
+    if p.exists():
+        return p
+    q = CONFIG_DIR / (name if name.endswith(".toml") else name + ".toml")
+    if q.exists():
+        return q
+    raise FileNotFoundError(f"no config {name!r} (not a file, nor one of {sorted(f.stem for f in CONFIG_DIR.glob('*.toml'))})")
+
+
+def _spread(items: list, k: int) -> list:
+    if len(items) <= k:
+        return items
+    import numpy as np
+
+    idx = sorted(set(int(round(i)) for i in np.linspace(0, len(items) - 1, k)))
+    return [items[i] for i in idx]
+
+
+def export_run(run_dir: str | Path, into: str | Path | None = None, top: int | None = None, steps: int | None = None, sets: Sequence[str] | None = None, limit: int | None = None, trainer=None, executor=None, quiet: bool = False) -> list:
+    """Full-train the finalists of a run's front and add them to the registry ``into``.
+
+    Finalists: the Pareto front of the final population (cost vs validation PSNR), up to ``top`` of
+    them spread over the cost range. ``trainer(program, seed, init_from) -> (program, psnr)`` overrides
+    full training (tests); ``limit`` measures on the first ``limit`` images of each set only (then the
+    quality keys are ``"<set>@<limit>"``, so they never pass for full-set numbers).
+    """
+    from ..registry import default_models_dir
+    from . import evolve as E
+
+    run_dir = Path(run_dir)
+    s = E.open_run(run_dir, trainer=trainer or "unused", executor=executor, quiet=quiet)
+    st = E.load_state(run_dir)
+    if st is None:
+        raise FileNotFoundError(f"{run_dir}: no completed generation to export")
+    ec = s.config["export"]
+    top = int(top if top is not None else ec["top"])
+    sets = list(sets if sets is not None else ec["sets"])
+    limit = limit if limit is not None else ec.get("limit")
+    into = Path(into) if into is not None else default_models_dir()
+    finalists = _spread(E.front(st.population), top)
+    if trainer is None:
+        tcfg = {**s.config["train"], **{k: ec[k] for k in ("patch", "count", "val_count", "batch", "lr", "limit") if k in ec}}
+        tcfg["steps"] = int(steps if steps is not None else ec["steps"])
+        trainer = FullTrainer(tcfg, s.cfa, s.seed)
+    jobs = [E.Job(c.id, c.program, s.seed * 1_000_003 + c.id + 500_000, None) for c in finalists]
+    ex = executor if executor is not None else (E.make_executor(s.config) if len(jobs) > 1 else E.SerialExecutor())
+    results = {r["id"]: r for r in ex.map(trainer, jobs)}
+    from .export import export_entry
+
+    info_run = json.loads((run_dir / "run.json").read_text())
+    images = None
+    if limit:
+        from ..evaluate import TEST_SETS, load_images
+
+        images = {k: load_images(TEST_SETS.get(k, k), limit=int(limit)) for k in sets}
+    written = []
+    prefix = ec.get("prefix", "search")
+    for c in finalists:
+        r = results[c.id]
+        if "error" in r or not math.isfinite(r["psnr"]):
+            print(f"export: candidate {c.id} failed to train: {r.get('error')}", file=sys.stderr)
+            continue
+        prog = r["program"]
+        name = f"{prefix}_{s.cfa.value}_{run_dir.name}_c{c.id}".replace("-", "_")
+        from ..program.graph import Program
+
+        prog = Program(name, prog.cfa, prog.nodes, prog.output, prog.weights, {"description": f"searched {s.cfa.value} program (run {run_dir.name}, candidate {c.id})"})
+        run_info = {
+            "run": str(run_dir),
+            "run_name": run_dir.name,
+            "seed": s.seed,
+            "config": (run_dir / "config.toml").read_text(),
+            "candidate": c.id,
+            "generation": c.gen,
+            "phase": c.phase,
+            "search_val_psnr": c.psnr,
+            "full_train_val_psnr": r["psnr"],
+            "full_train_steps": getattr(trainer, "steps", None),
+        }
+        q = None
+        if limit:
+            from .export import measure_quality
+
+            q0 = measure_quality(prog, sets, images=images, validation=False)
+            q = {(f"{k.split('_')[0]}@{limit}" + ("_linear" if k.endswith("_linear") else "")): v for k, v in q0.items()}
+        info = export_entry(prog, run_info, into, sets, quality=q)
+        written.append(info)
+        if not quiet:
+            print(f"exported {info.name}: cost {info.cost:g}, " + ", ".join(f"{k} {v:.2f}" for k, v in info.quality.items()))
+    return written
+
+
+class FullTrainer:
+    """Full training of a finalist (:func:`rawdemosaic.search.train.full_train`) from its own weights."""
+
+    def __init__(self, train_cfg: dict, cfa, seed: int):
+        from . import evolve as E
+
+        self.base = E.TorchTrainer(train_cfg, cfa, seed)
+        self.steps = int(train_cfg["steps"])
+
+    def __call__(self, program, seed, init_from):
+        from .train import full_train
+
+        tr, va = self.base.datasets()
+        cfg = self.base.cfg
+        device = None if cfg.get("device", "auto") == "auto" else cfg["device"]
+        res = full_train(program, tr, va, steps=self.steps, lr=cfg["lr"], batch=cfg["batch"], seed=seed, device=device)
+        return res.program, float(res.val_psnr)
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="rawdemosaic search", description="Search demosaicking programs and export them to a registry.")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run", help="start a search run")
+    r.add_argument("--cfa", choices=["bayer", "xtrans"], default=None, help="CFA family (default: the config's, else bayer)")
+    r.add_argument("--config", required=True, help="TOML file or packaged config name (smoke, bayer, xtrans)")
+    r.add_argument("--out", required=True, help="run directory")
+    r.add_argument("--seed", type=int, default=None)
+    r.add_argument("--ray-address", default=None, help="Ray cluster address (default: a local Ray)")
+    r.add_argument("--stop-after", type=int, default=None, help="stop after this many completed generations (resume continues)")
+    r.add_argument("--quiet", action="store_true")
+    s = sub.add_parser("resume", help="continue an interrupted run")
+    s.add_argument("dir")
+    s.add_argument("--ray-address", default=None)
+    s.add_argument("--stop-after", type=int, default=None)
+    s.add_argument("--quiet", action="store_true")
+    e = sub.add_parser("export", help="full-train the front's finalists and write registry entries")
+    e.add_argument("dir")
+    e.add_argument("--into", default=None, help="registry directory (default: $RAWDEMOSAIC_MODELS or models/)")
+    e.add_argument("--top", type=int, default=None)
+    e.add_argument("--steps", type=int, default=None, help="full-training steps (default: the config's [export] steps)")
+    e.add_argument("--sets", nargs="+", default=None)
+    e.add_argument("--limit", type=int, default=None, help="measure on the first N images of each set only")
+    e.add_argument("--quiet", action="store_true")
+    p = sub.add_parser("report", help="plot the cost/quality front (PNG)")
+    p.add_argument("--models", default=None, help="registry directory (default: the runtime's)")
+    p.add_argument("--runs", nargs="*", default=[], help="run directories whose search fronts to add")
+    p.add_argument("--out", required=True)
+    p.add_argument("--set", default="kodak24", help="quality set on the y axis")
+    return ap
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    try:
+        if args.cmd == "run":
+            from . import evolve as E
+
+            st = E.run(config_path(args.config), args.out, cfa=args.cfa, seed=args.seed, address=args.ray_address, stop_after=args.stop_after, quiet=args.quiet)
+            print(f"{args.out}: {st.generation} generation(s) done{' (finished)' if st.done else ''}")
+        elif args.cmd == "resume":
+            from . import evolve as E
+
+            st = E.resume(args.dir, stop_after=args.stop_after, quiet=args.quiet, address=args.ray_address)
+            print(f"{args.dir}: {st.generation} generation(s) done{' (finished)' if st.done else ''}")
+        elif args.cmd == "export":
+            written = export_run(args.dir, args.into, args.top, args.steps, args.sets, args.limit, quiet=args.quiet)
+            print(f"{len(written)} entr{'y' if len(written) == 1 else 'ies'} written")
+        elif args.cmd == "report":
+            from .report import plot_front
+
+            out = plot_front(args.out, models=args.models, runs=args.runs, quality_set=args.set)
+            print(out)
+    except (FileNotFoundError, FileExistsError, ValueError) as e:
+        print(f"rawdemosaic search: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
