@@ -550,7 +550,8 @@ def m_groups(d: _Draft, part: str, space: SpaceConfig, rng) -> None:
 
 
 def m_res_create(d: _Draft, part: str, space: SpaceConfig, rng) -> None:
-    u, v = _pick(rng, _edges(d, part))
+    edges = [(u, v) for u, v in _edges(d, part) if u in d.shapes and d.shapes[u].scale >= d.cfa.period]
+    u, v = _pick(rng, edges)  # resolution changes start from packed grids (scales stay p * 2^k)
     su = _shape_now(d, u)
     f = _pick(rng, [f for f in (2, 4) if su.scale * f <= space.max_scale])
     c = int(_pick(rng, space.channels))
@@ -790,6 +791,9 @@ def prune(prog: Program, space: SpaceConfig, seen: set[str] | None = None) -> st
     coarse = max(shapes[n.id].scale for n in live)
     if coarse > space.max_scale:
         return f"scale {coarse} > {space.max_scale}"
+    off = [n.id for n in live if shapes[n.id].scale != 1 and (shapes[n.id].scale % prog.period or (shapes[n.id].scale // prog.period) & (shapes[n.id].scale // prog.period - 1))]
+    if off:
+        return f"scale off the p * 2^k grid ({off[0]})"
     cost = space.cost(prog)
     if not space.min_cost <= cost < space.max_cost:
         return f"cost {cost:.1f} outside [{space.min_cost:g}, {space.max_cost:g})"

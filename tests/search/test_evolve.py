@@ -1,0 +1,211 @@
+"""The evolutionary search: tiers, Pareto ranks, parent sampling, checkpoint/resume, smoke end to end."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rawdemosaic.search import evolve as E
+from rawdemosaic.search import space as S
+
+TIERS = {"min_cost": 10.0, "max_cost": 1000.0}
+
+
+def fake_trainer(program, seed, init_from):
+    """Deterministic stand-in for training: PSNR from cost and structure (inheritance adds a little)."""
+    h = int(hashlib.sha256(S.structural_hash(program).encode()).hexdigest()[:8], 16) / 2**32
+    return program, 25.0 + 3.0 * math.log10(program.cost()) + 2.0 * h + (0.3 if init_from is not None else 0.0)
+
+
+def _cand(i, cost, psnr):
+    return E.Candidate(id=i, program=None, psnr=psnr, cost=cost, gen=0, phase="joint")  # type: ignore[arg-type]
+
+
+def test_tiers_double():
+    b = E.tier_bounds(**TIERS)
+    assert b[0] == (10.0, 20.0) and all(hi == 2 * lo for lo, hi in b) and all(b[k][1] == b[k + 1][0] for k in range(len(b) - 1))
+    assert b[-1][1] >= 1000.0 and len(b) == 7
+    assert E.tier_of(10.0, **TIERS) == 0 and E.tier_of(19.99, **TIERS) == 0 and E.tier_of(20.0, **TIERS) == 1
+    assert E.tier_of(999.0, **TIERS) == 6
+    assert E.tier_of(9.9, **TIERS) is None and E.tier_of(5000.0, **TIERS) is None and E.tier_of(float("nan"), **TIERS) is None
+
+
+def test_pareto_ranks():
+    pts = [(10, 30), (20, 35), (15, 29), (20, 34), (30, 35), (12, 31)]
+    r = E.pareto_ranks(pts)
+    assert r[0] == 0 and r[1] == 0 and r[5] == 0
+    assert r[2] == 1 and r[3] == 1  # dominated by (10, 30) / (20, 35)
+    assert r[4] == 1  # same PSNR as (20, 35) but dearer
+    assert E.pareto_ranks([]) == []
+
+
+def test_survivors_per_tier():
+    pop = [_cand(i, c, q) for i, (c, q) in enumerate([(11, 30), (12, 31), (13, 29), (14, 28), (25, 33), (26, 32), (5, 40), (50, -math.inf)])]
+    keep = E.select_survivors(pop, TIERS, tier_size=2)
+    assert [c.id for c in keep] == [0, 1, 4, 5]  # best two of tier 0, tier 1; out-of-tier / failed dropped
+
+
+def test_sampling_without_replacement():
+    pop = [_cand(i, 10 + i, 30 + (i % 3)) for i in range(6)]
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        ps = E.sample_parents(pop, 6, rng, TIERS)
+        assert sorted(c.id for c in ps) == list(range(6))
+        ps = E.sample_parents(pop, 4, rng, TIERS)
+        assert len({c.id for c in ps}) == 4
+    ps = E.sample_parents(pop, 9, rng, TIERS)  # two rounds: everyone once, then 3 distinct
+    ids = [c.id for c in ps]
+    assert sorted(ids[:6]) == list(range(6)) and len(set(ids[6:])) == 3
+
+
+def test_sampling_prefers_low_rank():
+    pop = [_cand(0, 100, 40), _cand(1, 110, 30), _cand(2, 120, 29), _cand(3, 130, 28)]  # ranks 0, 1, 2, 3 in tier
+    rng = np.random.default_rng(1)
+    first = [E.sample_parents(pop, 1, rng, TIERS, pressure=1.0)[0].id for _ in range(400)]
+    counts = np.bincount(first, minlength=4)
+    assert counts[0] > counts[1] > counts[3]
+
+
+CFG = """
+[search]
+mode = "%s"
+generations = 2
+initial = 4
+children = 5
+tier_size = 3
+inherit_ab_fraction = 0.5
+[ray]
+enabled = false
+"""
+
+
+def _state_sig(st):
+    return [(c.id, c.hash, round(c.psnr, 9), c.cost, c.parent, c.mutation) for c in st.population], sorted(st.seen), st.next_id
+
+
+@pytest.mark.parametrize("mode,cfa", [("green_first", "bayer"), ("joint", "xtrans")])
+def test_resume_after_kill_matches_uninterrupted(tmp_path, mode, cfa):
+    cfg = E.load_config(text=CFG % mode)
+    full = E.run(cfg, tmp_path / "full", cfa=cfa, seed=7, trainer=fake_trainer, executor=E.SerialExecutor(), quiet=True)
+    assert full.done and full.generation == sum(n + 1 for _, n in E.phases(cfg))
+    # interrupted after 1 generation; a kill during generation 2 leaves a half-written temp state
+    E.run(cfg, tmp_path / "cut", cfa=cfa, seed=7, trainer=fake_trainer, executor=E.SerialExecutor(), quiet=True, stop_after=1)
+    (tmp_path / "cut" / "state" / ".tmp_gen_0002" / "pop").mkdir(parents=True)
+    (tmp_path / "cut" / "state" / ".tmp_gen_0002" / "pop" / "junk.json").write_text("{")
+    st1 = E.load_state(tmp_path / "cut")
+    assert st1.generation == 1 and not st1.done
+    mid = E.resume(tmp_path / "cut", trainer=fake_trainer, executor=E.SerialExecutor(), quiet=True, stop_after=3)
+    assert mid.generation == 3
+    res = E.resume(tmp_path / "cut", trainer=fake_trainer, executor=E.SerialExecutor(), quiet=True)
+    assert res.done
+    assert _state_sig(res) == _state_sig(full)
+    assert _state_sig(E.load_state(tmp_path / "cut")) == _state_sig(full)
+    # programs (structure and weights) identical too
+    for a, b in zip(res.population, full.population):
+        assert a.program.digest() == b.program.digest()
+    # the log shows the front per tier; the history both inherited and fresh scores
+    log = (tmp_path / "full" / "front.log").read_text()
+    assert "tier" in log and "front (cost/PSNR)" in log
+    hist = [json.loads(line) for line in (tmp_path / "full" / "history.jsonl").read_text().splitlines()]
+    assert any(h["psnr_fresh"] is not None for h in hist)
+    assert {h["phase"] for h in hist} == ({"green", "chroma"} if mode == "green_first" else {"joint"})
+
+
+def test_same_seed_same_run_other_seed_differs(tmp_path):
+    cfg = E.load_config(text=CFG % "joint")
+    a = E.run(cfg, tmp_path / "a", cfa="bayer", seed=1, trainer=fake_trainer, executor=E.SerialExecutor(), quiet=True)
+    b = E.run(cfg, tmp_path / "b", cfa="bayer", seed=1, trainer=fake_trainer, executor=E.SerialExecutor(), quiet=True)
+    c = E.run(cfg, tmp_path / "c", cfa="bayer", seed=2, trainer=fake_trainer, executor=E.SerialExecutor(), quiet=True)
+    assert _state_sig(a) == _state_sig(b)
+    assert _state_sig(a) != _state_sig(c)
+    with pytest.raises(FileExistsError):
+        E.run(cfg, tmp_path / "a", cfa="bayer", seed=1, trainer=fake_trainer, executor=E.SerialExecutor(), quiet=True)
+
+
+def test_population_respects_tiers_and_pruning(tmp_path):
+    cfg = E.load_config(text=CFG % "green_first")
+    st = E.run(cfg, tmp_path / "r", cfa="bayer", seed=3, trainer=fake_trainer, executor=E.SerialExecutor(), quiet=True)
+    assert len({c.hash for c in st.population}) == len(st.population)  # no duplicates
+    per_tier: dict[int, int] = {}
+    for c in st.population:
+        t = E.tier_of(c.cost, **TIERS)
+        assert t is not None
+        per_tier[t] = per_tier.get(t, 0) + 1
+        assert c.phase == "chroma"
+    assert max(per_tier.values()) <= 3
+
+
+def test_config_files_parse():
+    from rawdemosaic.search.cli import config_path
+
+    for name in ("smoke", "bayer", "xtrans"):
+        cfg = E.load_config(config_path(name))
+        assert E.phases(cfg)
+        assert cfg["train"]["patch"] % 8 == 0
+    assert E.load_config(config_path("xtrans"))["train"]["patch"] % 24 == 0
+
+
+_FAKE_SRC = """
+import hashlib, math
+from rawdemosaic.search import space as S
+
+def fake_trainer(program, seed, init_from):
+    h = int(hashlib.sha256(S.structural_hash(program).encode()).hexdigest()[:8], 16) / 2**32
+    return program, 25.0 + 3.0 * math.log10(program.cost()) + 2.0 * h + (0.3 if init_from is not None else 0.0)
+"""
+
+
+def test_ray_executor_matches_serial(tmp_path):
+    pytest.importorskip("ray")
+    ns: dict = {"__name__": "_search_test_fake"}  # not an importable module: Ray pickles it by value
+    exec(_FAKE_SRC, ns)
+    remote_fake = ns["fake_trainer"]
+    cfg = E.load_config(text=CFG % "joint")
+    cfg["search"]["generations"] = 1
+    ex = E.RayExecutor(num_cpus=2)
+    a = E.run(cfg, tmp_path / "ray", cfa="bayer", seed=4, trainer=remote_fake, executor=ex, quiet=True)
+    b = E.run(cfg, tmp_path / "ser", cfa="bayer", seed=4, trainer=fake_trainer, executor=E.SerialExecutor(), quiet=True)
+    assert _state_sig(a) == _state_sig(b)
+
+
+@pytest.mark.slow
+def test_smoke_end_to_end(tmp_path, monkeypatch):
+    pytest.importorskip("torch")
+    pytest.importorskip("ray")
+    import rawdemosaic
+    from rawdemosaic.search.cli import config_path, main
+
+    try:
+        from rawdemosaic.search.data import list_images
+
+        list_images()
+    except (FileNotFoundError, ImportError) as e:
+        pytest.skip(f"no training corpus: {e}")
+    run_dir, reg = tmp_path / "run", tmp_path / "models"
+    shutil.copytree(Path(rawdemosaic.registry.default_models_dir()), reg)  # an existing registry: entries must survive
+    before = {e.name for e in rawdemosaic.kernels(models=reg, plugins=False)}
+    assert main(["run", "--cfa", "bayer", "--config", str(config_path("smoke")), "--out", str(run_dir), "--quiet"]) == 0
+    st = E.load_state(run_dir)
+    assert st.done and st.generation == 2
+    assert main(["export", str(run_dir), "--into", str(reg), "--quiet"]) == 0
+    names = {e.name for e in rawdemosaic.kernels(models=reg, plugins=False)}
+    entries = rawdemosaic.kernels("bayer", models=reg, plugins=False)
+    assert before <= names
+    searched = [e for e in entries if e.name.startswith("smoke_")]
+    assert searched
+    for e in searched:
+        assert e.provenance["seed"] == 0 and "[search]" in e.provenance["config"]
+    rng = np.random.default_rng(0)
+    mosaic = rng.random((48, 64), dtype=np.float32)
+    out = rawdemosaic.demosaic(mosaic, "RGGB", kernel=searched[0].name, models=reg)
+    assert out.shape == (48, 64, 3) and np.all(np.isfinite(out))
+    png = tmp_path / "front.png"
+    assert main(["report", "--models", str(reg), "--runs", str(run_dir), "--out", str(png)]) == 0
+    assert png.stat().st_size > 1000
