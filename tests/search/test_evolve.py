@@ -175,8 +175,9 @@ def test_ray_executor_matches_serial(tmp_path):
     assert _state_sig(a) == _state_sig(b)
 
 
-@pytest.mark.slow
 def test_smoke_end_to_end(tmp_path, monkeypatch):
+    """search/configs/smoke.toml: run (2 generations on Ray), export into a registry, demosaic through it
+    (about 25 s on 2 cores, most of it Ray start-up)."""
     pytest.importorskip("torch")
     pytest.importorskip("ray")
     import rawdemosaic
