@@ -1,0 +1,97 @@
+"""Smoke tests of the benchmark scripts (benchmarks/*.py) on tiny sizes; the real runs are in benchmarks/RESULTS.md."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    sys.path.insert(0, str(BENCH))
+    try:
+        yield {name: importlib.import_module(name) for name in ("_common", "quality", "speed", "plot_front")}
+    finally:
+        sys.path.remove(str(BENCH))
+
+
+def test_protocol_matches_evaluate(bench, shared_data):
+    import rawdemosaic
+    from rawdemosaic.evaluate import evaluate, load_images
+
+    C = bench["_common"]
+    info = rawdemosaic.kernels("bayer")[0]
+    imgs = load_images("test/kodak24", limit=1)
+    fn = C.registry_fn(info)
+    for linear in (False, True):
+        assert np.mean(C.protocol_scores(fn, imgs, "RGGB", linear=linear)) == pytest.approx(evaluate(fn, imgs, "RGGB", linear=linear), abs=1e-9)
+
+
+def test_padding_keeps_phase(bench, shared_data):
+    """Padding by multiples of the period leaves a translation-invariant method's score unchanged in the middle."""
+    from rawdemosaic.cfa import CFA, CFAPattern
+    from rawdemosaic.evaluate import load_images
+
+    C = bench["_common"]
+    import rawdemosaic
+
+    info = rawdemosaic.kernels("xtrans")[0]
+    img = load_images("test/mcmaster18", limit=1)[0]
+    pat = CFAPattern(CFA.XTRANS, 0, 0)
+    a = C.protocol_scores(C.registry_fn(info), [img], pat)[0]
+    b = C.protocol_scores(C.registry_fn(info), [img], pat, pad_to=600)[0]
+    assert abs(a - b) < 0.05
+
+
+def test_opencv_peer_matches_bilinear_kernel(bench, shared_data):
+    pytest.importorskip("cv2")
+    import rawdemosaic
+    from rawdemosaic.evaluate import load_images
+
+    C = bench["_common"]
+    imgs = load_images("test/kodak24", limit=1)
+    info = next(k for k in rawdemosaic.kernels("bayer") if k.name == "bayer_bilinear")
+    ours = C.protocol_scores(C.registry_fn(info), imgs, "RGGB")[0]
+    cv = C.protocol_scores(C.opencv_peer("bilinear"), imgs, "RGGB")[0]
+    assert abs(ours - cv) < 0.05  # the phase mapping to OpenCV's codes is right
+
+
+def test_results_sections(bench, tmp_path):
+    C = bench["_common"]
+    p = tmp_path / "R.md"
+    C.update_results("speed", "S1", p)
+    C.update_results("quality", "Q1", p)
+    C.update_results("speed", "S2", p)
+    t = p.read_text()
+    assert "S2" in t and "S1" not in t and "Q1" in t and t.count("<!-- speed:begin -->") == 1
+
+
+@pytest.mark.slow
+def test_scripts_smoke(bench, shared_data, tmp_path):
+    pytest.importorskip("cv2")
+    pytest.importorskip("matplotlib")
+    md = tmp_path / "RESULTS.md"
+    qj, sj = tmp_path / "q.json", tmp_path / "s.json"
+    only = "bayer_bilinear,xtrans_linear,opencv_bilinear,opencv_vng,libraw_linear"
+    q = bench["quality"].main(["--quick", "--limit", "1", "--no-demosaicnet", "--only", only, "--json", str(qj), "--results", str(md)])
+    ids = {m["id"] for m in q["methods"]}
+    assert {"bayer_bilinear", "opencv_bilinear", "libraw_linear"} <= ids
+    lib = next(m for m in q["methods"] if m["id"] == "libraw_linear")
+    assert set(lib["srgb"]) == {"bayer/kodak24", "bayer/mcmaster18", "xtrans/kodak24", "xtrans/mcmaster18"}
+    assert all(20 < v < 60 for v in lib["srgb"].values())
+    s = bench["speed"].main(["--quick", "--size", "96x144", "--repeats", "1", "--crop", "48", "--no-demosaicnet", "--json", str(sj), "--results", str(md)])
+    assert any(r["kind"] == "registry" and r["dtype"].startswith("uint16") for r in s["rows"])
+    assert any(r["id"] == "opencv_bilinear" for r in s["rows"]) and s["end_to_end"]
+    text = md.read_text()
+    assert "## Quality" in text and "## Speed" in text
+    assert json.loads(qj.read_text())["quick"] and json.loads(sj.read_text())["quick"]
+    png = tmp_path / "front.png"
+    bench["plot_front"].main(["--quality", str(qj), "--speed", str(sj), "-o", str(png)])
+    assert png.stat().st_size > 10_000
