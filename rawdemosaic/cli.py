@@ -79,7 +79,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = [str(a) for a in (sys.argv[1:] if argv is None else argv)]
     if argv and argv[0] == "search":
         try:
-            from .search.cli import main as search_main
+            from .search.cli import main as search_main  # the [search] extra: torch, ray
         except ImportError as e:
             return _fail(f"the search needs the [search] extra (pip install 'rawdemosaic[search]'): {e}")
         return int(search_main(argv[1:]) or 0)

@@ -134,19 +134,20 @@ def build_pipeline(program: Program, in_dtype: str = "float32", out_dtype: str =
             continue
         builders = op.halide([nodes[i] for i in n.inputs], params, program.node_weights(n), ctx)
         materialised = op.heavy and n.id != program.output and n.id not in inline
-        f = ctx.define(f"{n.op.lower()}_{_safe(n.id)}", builders, materialised)
+        node = ctx.define(f"{n.op.lower()}_{_safe(n.id)}", builders, materialised, shapes[n.id])
         own = 1
         if n.op in _PHASE_OPS:
             own = params.get("factor") or p
         mod = math.lcm(own, *(phase[i] for i in n.inputs))
-        nodes[n.id] = HNode(f, shapes[n.id])
+        nodes[n.id] = node
         if materialised:
-            heavy.append((nodes[n.id], mod))
+            heavy.append((node, mod))
             phase[n.id] = 1
         else:
             phase[n.id] = mod
 
     rgb = nodes[program.output].func
+    assert rgb is not None  # the output is never materialised
     out = hl.Func("rgb_out")
     if out_dtype == "float32":
         out[c, x, y] = rgb[x, y, c]
@@ -160,12 +161,18 @@ def build_pipeline(program: Program, in_dtype: str = "float32", out_dtype: str =
 _SELECTORS = {"Slice", "Unpack", "GreenInsert", "ChromaInsert"}
 
 
+_INLINE_MAX_TERMS = 32  # per output channel: classical filters inline, learned layers do not
+
+
 def _read_once(program: Program) -> set[str]:
-    """Nodes whose every use, through selector ops, picks one channel at the same pixel.
+    """Cheap nodes whose every use, through selector ops, picks one channel at the same pixel.
 
     Such nodes are inlined even when heavy: each output pixel then computes only the channel it needs
-    (e.g. the prediction for its own CFA position) instead of all of them.
+    (e.g. the prediction for its own CFA position) instead of all of them. Expensive ones are still
+    materialised, where whole blocks of channels share their input loads.
     """
+    shapes = program.shapes()
+    costs = program.node_costs()
     consumers: dict[str, list[str]] = {n.id: [] for n in program.live_nodes()}
     ops = {n.id: n.op for n in program.live_nodes()}
     for n in program.live_nodes():
@@ -174,7 +181,9 @@ def _read_once(program: Program) -> set[str]:
     once: set[str] = set()
     for n in reversed(program.live_nodes()):
         uses = consumers[n.id]
-        if n.id == program.output or (uses and all(ops[u] in _SELECTORS and (u in once or u == program.output) for u in uses)):
+        per_channel = costs.get(n.id, 0.0) * shapes[n.id].scale ** 2 / shapes[n.id].channels
+        cheap = per_channel <= _INLINE_MAX_TERMS or ops[n.id] in _SELECTORS
+        if n.id == program.output or (cheap and uses and all(ops[u] in _SELECTORS and (u in once or u == program.output) for u in uses)):
             once.add(n.id)
     once.discard(program.output)
     return once
@@ -234,33 +243,26 @@ def _schedule(hl, out, ext, heavy, helpers, out_mod, program, x, y, c) -> None:
     tile = hl.Var("tile")
     out.fuse(xo, yo, tile).parallel(tile)
 
-    def materialise(f, channels: int, mod: int) -> None:
-        f.compute_at(out, tile).bound(c, 0, channels)
+    def materialise(f, mod: int, channels: int = 0) -> None:
+        """Compute ``f`` per output tile, vectorised; split by the phase modulus when it has one."""
+        f.compute_at(out, tile)
+        if channels:  # a Func over (x, y, c) (the extended mosaic)
+            f.bound(c, 0, channels).reorder(c, x, y).unroll(c)
         if mod > 1:
             f.align_bounds(x, mod).align_bounds(y, mod)
-        stages = [f] + [f.update(k) for k in range(f.num_update_definitions())]
-        for k, st in enumerate(stages):
-            if k == 0 and len(stages) > 1:
-                continue  # the undefined pure stage of a per-channel Func computes nothing
-            unroll_c = k == 0  # the pure stage spans c; update k writes channel k - 1 only
-            if mod > 1:
-                fx, fq, fy, fyq, fv = hl.Var(), hl.Var(), hl.Var(), hl.Var(), hl.Var()
-                st.split(x, fx, fq, mod).split(y, fy, fyq, mod).split(fx, fx, fv, vec, hl.TailStrategy.RoundUp)
-                if unroll_c:
-                    st.reorder(c, fq, fv, fyq, fx, fy).unroll(c)
-                else:
-                    st.reorder(fq, fv, fyq, fx, fy)
-                st.unroll(fq).unroll(fyq).vectorize(fv)
-            else:
-                if unroll_c:
-                    st.reorder(c, x, y).unroll(c)
-                st.vectorize(x, vec * 2, hl.TailStrategy.RoundUp)
+            fx, fq, fy, fyq, fv = hl.Var(), hl.Var(), hl.Var(), hl.Var(), hl.Var()
+            f.split(x, fx, fq, mod).split(y, fy, fyq, mod).split(fx, fx, fv, vec, hl.TailStrategy.RoundUp)
+            f.reorder(fq, fv, fyq, fx, fy).unroll(fq).unroll(fyq).vectorize(fv)
+        else:
+            f.vectorize(x, vec * 2, hl.TailStrategy.RoundUp)
 
-    materialise(ext, 1, 1)
+    materialise(ext, 1, channels=1)
     for node, mod in heavy:
-        materialise(node.func, node.shape.channels, mod)
+        for f in node.funcs():
+            materialise(f, mod)
     for h in helpers:
-        materialise(h.func, h.shape.channels, 1)
+        for f in h.funcs():
+            materialise(f, 1)
 
 
 # ------------------------------------------------------------------------------------------------

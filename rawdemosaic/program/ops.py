@@ -154,43 +154,59 @@ class HalideContext:
         p = self.pattern.shape[0]
         return hl.mux((y % p) * p + (x % p), [hl.u8(int(v)) for v in self.pattern.ravel()]) == colour
 
-    def define(self, name: str, builders: list[Callable], materialised: bool) -> Any:
-        """A ``Func`` over ``(x, y, c)`` with one channel per builder.
+    def define(self, name: str, builders: list[Callable], materialised: bool, shape: Shape) -> "HNode":
+        """Lower one node from its per-channel expression builders.
 
-        Inlined Funcs use ``mux`` over ``c`` (consumers index constant channels, so it folds away).
-        Materialised multi-channel Funcs get one update definition per channel instead: with ``mux``
-        and an unrolled ``c`` the simplifier would walk every channel's expression once per channel.
+        Inlined nodes are one Func with ``mux`` over ``c`` (consumers index constant channels, so it
+        folds away). Materialised nodes are blocks of channels computed as Tuples (see :class:`HNode`);
+        a single ``mux`` with an unrolled ``c`` would make the simplifier walk every channel's
+        expression once per channel.
         """
         hl = self.hl
         x, y, c = hl.Var("x"), hl.Var("y"), hl.Var("c")
-        f = hl.Func(name)
-        if len(builders) == 1:
-            f[x, y, c] = builders[0](x, y)
-        elif not materialised:
-            f[x, y, c] = hl.mux(c, [b(x, y) for b in builders])
-        else:
-            f[x, y, c] = hl.undef(hl.Float(32))
-            for k, b in enumerate(builders):
-                f[x, y, k] = b(x, y)
-        return f
+        if not materialised:
+            f = hl.Func(name)
+            f[x, y, c] = builders[0](x, y) if len(builders) == 1 else hl.mux(c, [b(x, y) for b in builders])
+            return HNode(f, shape)
+        parts = []
+        for k in range(0, len(builders), CHANNEL_BLOCK):
+            block = builders[k : k + CHANNEL_BLOCK]
+            f = hl.Func(f"{name}_c{k}")
+            f[x, y] = block[0](x, y) if len(block) == 1 else tuple(b(x, y) for b in block)
+            parts.append((f, len(block)))
+        return HNode(None, shape, parts)
 
     def helper(self, stem: str, builders: list[Callable], scale: int) -> "HNode":
-        """A materialised intermediate ``Func`` with one channel per builder."""
-        f = self.define(self.fresh(stem), builders, materialised=True)
-        node = HNode(f, Shape(len(builders), scale))
+        """A materialised intermediate node with one channel per builder."""
+        node = self.define(self.fresh(stem), builders, True, Shape(len(builders), scale))
         self.helpers.append(node)
         return node
 
 
 class HNode:
-    """A lowered node: a Halide ``Func`` over ``(x, y, c)`` plus its shape."""
+    """A lowered node and its shape.
 
-    def __init__(self, func: Any, shape: Shape):
+    Either one ``Func`` over ``(x, y, c)`` (``func``; inlined nodes), or, for materialised nodes,
+    ``parts``: Funcs over ``(x, y)`` each computing a Tuple of up to :data:`CHANNEL_BLOCK` consecutive
+    channels in one loop body, so the channels share their input loads.
+    """
+
+    def __init__(self, func: Any, shape: Shape, parts: list[tuple[Any, int]] | None = None):
         self.func = func
         self.shape = shape
+        self.parts = parts
 
     def __call__(self, c: int, x: Any, y: Any) -> Any:
-        return self.func[x, y, c]
+        if self.parts is None:
+            return self.func[x, y, c]
+        f, n = self.parts[c // CHANNEL_BLOCK]
+        return f[x, y][c % CHANNEL_BLOCK] if n > 1 else f[x, y]
+
+    def funcs(self) -> list[Any]:
+        return [f for f, _ in self.parts] if self.parts is not None else [self.func]
+
+
+CHANNEL_BLOCK = 8  # channels computed together by a materialised node (shared loads, bounded registers)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -216,8 +232,13 @@ def _sum_exprs(terms: list[Any], zero: Any) -> Any:
     return terms[0]
 
 
-def _mac(pairs: list[tuple[float, Any]], bias: float, hl: Any) -> Any:
-    """``bias + sum(w * e)`` dropping zero weights and multiplications by one."""
+def _mac(pairs: list[tuple[float, Any]], bias: float, hl: Any, chains: int = 4) -> Any:
+    """``bias + sum(w * e)`` dropping zero weights and multiplications by one.
+
+    Terms are accumulated in a few interleaved chains, in input order: enough independent adds to hide
+    latency, while each input is consumed soon after it is loaded (a balanced tree over hundreds of
+    terms keeps them all live at once and spills registers).
+    """
     terms = []
     for wv, e in pairs:
         wv = float(wv)
@@ -226,7 +247,12 @@ def _mac(pairs: list[tuple[float, Any]], bias: float, hl: Any) -> Any:
         terms.append(e if wv == 1.0 else (-e if wv == -1.0 else hl.f32(wv) * e))
     if bias != 0.0:
         terms.append(hl.f32(float(bias)))
-    return _sum_exprs(terms, hl.f32(0.0))
+    if len(terms) <= 2 * chains:
+        return _sum_exprs(terms, hl.f32(0.0))
+    acc = list(terms[:chains])
+    for i, t in enumerate(terms[chains:]):
+        acc[i % chains] = acc[i % chains] + t
+    return _sum_exprs(acc, hl.f32(0.0))
 
 
 def _nnz(*arrays: np.ndarray | None) -> int:
@@ -1123,7 +1149,7 @@ def _depthwise_hl(n: HNode, dw: np.ndarray, k: int, d: int, hl: Any) -> list[Cal
     r = k // 2
     return [
         (lambda x, y, c=c: _mac([(dw[c, 0, ky, kx], n(c, x + (kx - r) * d, y + (ky - r) * d)) for ky in range(k) for kx in range(k)], 0.0, hl))
-        for c in range(n.shape.channels)
+        for c in range(dw.shape[0])  # the first dw.shape[0] channels of n
     ]
 
 
@@ -1274,7 +1300,7 @@ class GatedConv(_Factorised):
         hl = ctx.hl
         o = p["out_channels"]
         proj = ctx.helper("gated_proj", _pointwise_hl(xs[0], np.asarray(w["proj"], np.float32), w.get("proj_bias"), hl), xs[0].shape.scale)
-        dw = _depthwise_hl(HNode(proj.func, Shape(o, proj.shape.scale)), np.asarray(w["depthwise"], np.float32), p["kernel"], p["dilation"], hl)
+        dw = _depthwise_hl(proj, np.asarray(w["depthwise"], np.float32), p["kernel"], p["dilation"], hl)
         b = np.asarray(w["bias"], np.float32) if p["bias"] else np.zeros(o, np.float32)
         return [(lambda x, y, c=c: (dw[c](x, y) + hl.f32(float(b[c]))) * proj(o + c, x, y)) for c in range(o)]
 
