@@ -112,10 +112,10 @@ class _Run:
         return idx
 
 
-def _steps(run: _Run, m, rgb, count: int, batch: int, crop: int, loss, lr_at, history, tag: str, log_every: int) -> None:
+def _steps(run: _Run, m, rgb, count: int, batch: int, crop: int, loss, lr_at, history, tag: str, log_every: int, deadline: float | None = None) -> None:
     params = [p for p in run.module.parameters()]
     for _ in range(count):
-        if run.failed:
+        if run.failed or (deadline is not None and time.time() > deadline):
             return
         for g in run.opt.param_groups:
             g["lr"] = lr_at(run.steps)
@@ -219,13 +219,14 @@ def train(
     best_psnr = scores[best]
     left = steps - select_after
     chunk = eval_every or max(1, left)
+    deadline = None if time_limit is None else t0 + time_limit
     while left > 0 and not run.failed:
-        if time_limit is not None and time.time() - t0 > time_limit:
+        if deadline is not None and time.time() > deadline:
             history.append({"init": str(best), "step": run.steps, "event": "time limit"})
             break
-        n = min(chunk, left)
-        _steps(run, m, rgb, n, batch, crop, lossf, lr_at, history, str(best), log_every)
-        left -= n
+        before = run.steps
+        _steps(run, m, rgb, min(chunk, left), batch, crop, lossf, lr_at, history, str(best), log_every, deadline)
+        left -= run.steps - before
         if run.failed:
             break
         v = patch_psnr(run.module, vm, vrgb, vcrop)

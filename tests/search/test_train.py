@@ -30,7 +30,7 @@ def _linear():
 
 def test_training_improves_over_initialisation(tiny_sets):
     tr, va = tiny_sets
-    res = train(_linear(), tr, va, steps=120, lr=1e-2, batch=8, seed=0, inits=3, select_after=20)
+    res = train(_linear(), tr, va, steps=80, lr=1e-2, batch=8, seed=0, inits=3, select_after=10)
     assert res.val_psnr > res.init_psnr + 3.0
     assert res.chosen_init in (0, 1, 2)
     assert {h["init"] for h in res.history if h.get("event") == "selection"} == {"0", "1", "2"}
@@ -38,7 +38,7 @@ def test_training_improves_over_initialisation(tiny_sets):
     m, rgb = va.tensors()
     assert patch_psnr(ProgramModule(res.program), m, rgb, 4) == pytest.approx(res.val_psnr, abs=1e-3)
     # deterministic from the seed
-    again = train(_linear(), tr, va, steps=120, lr=1e-2, batch=8, seed=0, inits=3, select_after=20)
+    again = train(_linear(), tr, va, steps=80, lr=1e-2, batch=8, seed=0, inits=3, select_after=10)
     assert again.program.digest() == res.program.digest()
 
 
