@@ -74,7 +74,12 @@ class Options:
 
     def validate(self) -> None:
         if self.format not in _EXT:
-            raise ValueError(f"format must be one of tiff, png, jpeg (got {self.format!r})")
+            from .plugins.writers import available_writers
+
+            plugin_exts = sorted(e.lstrip(".") for e in available_writers())
+            if self.format.lower().lstrip(".") not in plugin_exts:
+                known = ", ".join(["tiff", "png", "jpeg", *plugin_exts])
+                raise ValueError(f"unknown output format {self.format!r} (available: {known})")
         if self.bits not in (8, 16):
             raise ValueError(f"bits must be 8 or 16 (got {self.bits})")
         if self.format == "jpeg" and self.bits != 8:
@@ -177,7 +182,7 @@ def _metadata(path: Path) -> dict:
 def plan(inputs: Sequence[str], opts: Options) -> list[Task]:
     """Input files and their output paths (directories created at run time, not here)."""
     files = _expand(inputs, opts.recursive)
-    ext = _EXT[opts.format]
+    ext = _EXT.get(opts.format, opts.format.lower().lstrip("."))
     out = Path(opts.output) if opts.output else None
     single_file_out = out is not None and len(files) == 1 and out.suffix.lower() in (".tif", ".tiff", ".png", ".jpg", ".jpeg") and not out.is_dir()
     tasks = []
@@ -218,13 +223,32 @@ def convert_one(task: Task, opts: Options) -> Result:
         img = develop(frame, budget=opts.budget, kernel=opts.kernel, wb=opts.wb, colorspace=opts.colorspace, linear=opts.linear, orient=opts.orient, models=opts.models)
         dst.parent.mkdir(parents=True, exist_ok=True)
         icc = color.icc_profile(opts.colorspace, linear=opts.linear, xyz_to_cam=frame.xyz_to_cam)
-        write_image(dst, img, format=opts.format, bits=opts.bits, quality=opts.quality, icc=icc, exif=exif_from_frame(frame), overwrite=opts.overwrite)
+        if opts.format in _EXT:
+            write_image(dst, img, format=opts.format, bits=opts.bits, quality=opts.quality, icc=icc, exif=exif_from_frame(frame), overwrite=opts.overwrite)
+        else:
+            _write_plugin(dst, img, opts, icc, exif_from_frame(frame))
         return Result(task.input, task.output, "converted", seconds=time.perf_counter() - t0, kernel=info.name)
     except Exception as e:  # noqa: BLE001 - reported per file, the batch goes on
         msg = " ".join(str(e).split()) or type(e).__name__
         if task.input not in msg and src.name not in msg:
             msg = f"{task.input}: {msg}"
         return Result(task.input, task.output, "failed", msg, time.perf_counter() - t0)
+
+
+def _write_plugin(dst: Path, img, opts: Options, icc: bytes, exif: dict) -> None:
+    """Write with a ``rawdemosaic.writers`` plugin, atomically: a temporary name, then a rename."""
+    import secrets
+
+    from .plugins.writers import write_with_plugin
+
+    tmp = dst.with_name(f".{dst.stem}.{secrets.token_hex(4)}.tmp{dst.suffix}")
+    try:
+        write_with_plugin(tmp, img, bits=opts.bits, quality=opts.quality, icc=icc, exif=exif)
+        if dst.exists() and not opts.overwrite:
+            raise FileExistsError(f"{dst}: appeared while writing; not replaced (use --overwrite)")
+        os.replace(tmp, dst)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _worker_init(threads: int) -> None:

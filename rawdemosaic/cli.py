@@ -44,7 +44,7 @@ def _parser() -> argparse.ArgumentParser:
     g = c.add_mutually_exclusive_group()
     g.add_argument("--budget", type=float, help="cost budget in ops/pixel: best kernel that fits")
     g.add_argument("--kernel", help="use this registry kernel")
-    c.add_argument("--format", choices=["tiff", "png", "jpeg"], help="output format (default tiff)")
+    c.add_argument("--format", help="output format: tiff (default), png, jpeg, or one a rawdemosaic.writers plugin adds")
     c.add_argument("--bits", type=int, choices=[8, 16], help="bits per sample (default 16; JPEG 8)")
     c.add_argument("--quality", type=int, help="JPEG quality 1..100 (default 95)")
     c.add_argument("--wb", type=_wb, help="white balance: camera (default), daylight or R,G,B[,G]")

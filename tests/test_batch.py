@@ -54,3 +54,36 @@ def test_ray_local_cluster(tmp_path):
         ray.shutdown()
     assert [r.status for r in results] == ["converted", "converted"]
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["r1.png", "r2.png"]
+
+
+def test_writer_plugin_format_is_written_atomically(tmp_path, monkeypatch):
+    import numpy as np
+
+    import rawdemosaic.plugins.writers as wp
+    from rawdemosaic.batch import convert_one
+
+    seen = {}
+
+    def write_npy(path, image, *, bits, quality, icc, exif):
+        seen["tmp"] = Path(path)
+        with open(path, "wb") as fh:
+            np.save(fh, image)
+
+    def broken(path, image, *, bits, quality, icc, exif):
+        Path(path).write_bytes(b"half")
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(wp, "available_writers", lambda: {".npy": write_npy, ".bad": broken})
+    opts = Options.merged({"output": str(tmp_path), "format": "npy", "kernel": "bayer_bilinear"})
+    (task,) = plan([str(BAYER)], opts)
+    assert task.output.endswith("bayer_rggb.npy")
+    r = convert_one(task, opts)
+    assert r.status == "converted", r.reason
+    assert np.load(task.output).shape == (768, 1024, 3)
+    assert seen["tmp"] != Path(task.output) and not seen["tmp"].exists()
+    opts = Options.merged({"output": str(tmp_path), "format": "bad", "kernel": "bayer_bilinear"})
+    r = convert_one(plan([str(BAYER)], opts)[0], opts)
+    assert r.status == "failed" and "disk full" in r.reason
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bayer_rggb.npy"]  # no half-written file
+    with pytest.raises(ValueError, match="available: tiff, png, jpeg, bad, npy"):
+        Options.merged({"format": "exr"})
