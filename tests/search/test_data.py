@@ -80,7 +80,7 @@ def test_test_sets_are_never_read(tiny_data, monkeypatch):
     real = Image.open
     monkeypatch.setattr(Image, "open", lambda f, *a, **k: (opened.append(str(f)), real(f, *a, **k))[1])
     D._IMAGE_CACHE.clear()
-    D.PatchDataset(None if False else DIRS, "bayer", patch=12, count=8, seed=0)
+    D.PatchDataset(DIRS, "bayer", patch=12, count=8, seed=0)
     D.load_split("val", DIRS)
     assert opened and not any("/test/" in f for f in opened)
     with pytest.raises(ValueError):

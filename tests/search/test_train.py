@@ -6,7 +6,6 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-import numpy as np  # noqa: E402
 
 from rawdemosaic.cfa import CFA  # noqa: E402
 from rawdemosaic.program.classical import bayer_bilinear, linear_program  # noqa: E402
