@@ -90,13 +90,15 @@ def machine_info(extra_versions: Optional[dict] = None) -> dict:
         "cpu": cpu_model(),
         "platform": f"{platform.system()} {platform.machine()}",
         "commit": git_commit(),
+        "loadavg_1m": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
         "versions": {k: x for k, x in v.items() if x},
     }
 
 
 def machine_line(info: dict) -> str:
     vers = ", ".join(f"{k} {v}" for k, v in info["versions"].items())
-    return f"{info['date']} on {info['cores']} cores ({info['cpu']}, {info['platform']}), commit {info.get('commit') or '?'}; {vers}"
+    load = f", load average {info['loadavg_1m']} at the start (other work shares this machine)" if info.get("loadavg_1m") is not None else ""
+    return f"{info['date']} on {info['cores']} cores ({info['cpu']}, {info['platform']}){load}, commit {info.get('commit') or '?'}; {vers}"
 
 
 # ------------------------------------------------------------------------------------------- RESULTS.md

@@ -72,9 +72,9 @@ def main(argv=None) -> Path:
     speed = {}
     for r in s["rows"]:
         if r["kind"] == "registry":
-            if r["dtype"].startswith("uint16"):
+            if r["dtype"].startswith("uint16") and r["id"].endswith(":u16"):
                 speed[(r["kernel"], r["cfa"])] = r["mps"]
-        else:
+        elif not r["id"].endswith("_alloc"):
             speed[(r["id"], r["cfa"])] = r["mps"]
 
     order = list(dict.fromkeys(m["id"] for m in q["methods"] if m["kind"] == "peer"))
