@@ -59,7 +59,7 @@ def main(argv=None) -> Path:
     ap.add_argument("--quality", type=Path, default=C.QUALITY_JSON)
     ap.add_argument("--speed", type=Path, default=C.SPEED_JSON)
     ap.add_argument("-o", "--output", type=Path, default=C.BENCH / "front.png")
-    ap.add_argument("--dpi", type=int, default=110)
+    ap.add_argument("--dpi", type=int, default=90)
     a = ap.parse_args(argv)
 
     import matplotlib
