@@ -12,7 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import rawdemosaic.demosaic as demosaic_mod
+import importlib
+
+demosaic_mod = importlib.import_module("rawdemosaic.demosaic")  # the module (rawdemosaic.demosaic is the function)
 from rawdemosaic import color as C
 from rawdemosaic.cfa import as_pattern, detect, mosaic as cfa_mosaic
 from rawdemosaic.develop import DevelopWarning, apply_orientation, develop, white_balance_multipliers
