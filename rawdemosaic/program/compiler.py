@@ -98,10 +98,15 @@ def _halide_version() -> str:
 
 
 def _fold(hl: Any, x: Any, lo: Any, n: Any, p: int) -> Any:
+    """Halide twin of :func:`rawdemosaic.program.reference.fold_index`.
+
+    The interior branch is marked ``likely`` so Halide partitions the loop: the steady state loads
+    the input densely and only the edges pay for the mirroring.
+    """
     hi = lo + n - 1
     below = x + p * (2 * ((lo - x + (p - 1)) // p) - 1)
     above = x - p * (2 * ((x - hi + (p - 1)) // p) - 1)
-    return hl.clamp(hl.select(x < lo, below, hl.select(x > hi, above, x)), lo, hi)
+    return hl.clamp(hl.select(x < lo, below, x > hi, above, hl.likely(x)), lo, hi)
 
 
 def build_pipeline(program: Program, in_dtype: str = "float32", out_dtype: str = "float32"):
@@ -118,8 +123,9 @@ def build_pipeline(program: Program, in_dtype: str = "float32", out_dtype: str =
     ext = hl.Func("mosaic_ext")
     xs = _fold(hl, x, inp.dim(0).min(), inp.dim(0).extent(), p)
     ys = _fold(hl, y, inp.dim(1).min(), inp.dim(1).extent(), p)
-    v = hl.f32(inp[xs, ys])
-    ext[x, y, c] = v if in_dtype == "float32" else v * hl.f32(1.0 / 65535.0)
+    ext[x, y, c] = inp[xs, ys]  # materialised per tile in the input's own type
+    mosaic = hl.Func("mosaic_f32")  # inlined: converted where it is read
+    mosaic[x, y, c] = hl.f32(ext[x, y, c]) if in_dtype == "float32" else hl.f32(ext[x, y, c]) * hl.f32(1.0 / 65535.0)
 
     inline = _read_once(program)
     nodes: dict[str, HNode] = {}
@@ -129,7 +135,7 @@ def build_pipeline(program: Program, in_dtype: str = "float32", out_dtype: str =
         op = get_op(n.op)
         params = program.params(n)
         if n.op == "Input":
-            nodes[n.id] = HNode(ext, Shape(1, 1))
+            nodes[n.id] = HNode(mosaic, Shape(1, 1))
             phase[n.id] = 1
             continue
         builders = op.halide([nodes[i] for i in n.inputs], params, program.node_weights(n), ctx)
@@ -152,7 +158,7 @@ def build_pipeline(program: Program, in_dtype: str = "float32", out_dtype: str =
     if out_dtype == "float32":
         out[c, x, y] = rgb[x, y, c]
     else:
-        out[c, x, y] = hl.u16(hl.clamp(rgb[x, y, c], 0.0, 1.0) * 65535.0 + 0.5)
+        out[c, x, y] = hl.saturating_cast(hl.UInt(16), rgb[x, y, c] * 65535.0 + 0.5)
 
     _schedule(hl, out, ext, heavy, ctx.helpers, phase[program.output], program, x, y, c)
     return hl.Pipeline(out), [inp]
@@ -193,7 +199,8 @@ def _safe(s: str) -> str:
     return "".join(ch if ch.isalnum() else "_" for ch in s)
 
 
-_VEC = 8  # float32 lanes across period-tiles (AVX2 width; AVX-512 gets two per op)
+_VEC = 16  # output lanes: one per period-tile, so a vector covers 16 * period pixels of a row
+_VEC_MAT = 16  # lanes of materialised intermediate Funcs
 
 
 def tile_size(program: Program) -> tuple[int, int]:
@@ -204,7 +211,7 @@ def tile_size(program: Program) -> tuple[int, int]:
         shapes[n.id].channels / shapes[n.id].scale ** 2 for n in program.live_nodes() if get_op(n.op).heavy
     )
     L = program.lcm_scale()
-    tx = math.lcm(m * _VEC, L) * max(1, int(round(256 / math.lcm(m * _VEC, L) / max(1.0, width / 16))))
+    tx = math.lcm(m * _VEC, L) * max(1, int(round(1024 / math.lcm(m * _VEC, L) / max(1.0, width / 16))))
     ty = math.lcm(m, L) * max(1, int(round(32 / math.lcm(m, L))))
     return ty, tx
 
@@ -251,10 +258,10 @@ def _schedule(hl, out, ext, heavy, helpers, out_mod, program, x, y, c) -> None:
         if mod > 1:
             f.align_bounds(x, mod).align_bounds(y, mod)
             fx, fq, fy, fyq, fv = hl.Var(), hl.Var(), hl.Var(), hl.Var(), hl.Var()
-            f.split(x, fx, fq, mod).split(y, fy, fyq, mod).split(fx, fx, fv, vec, hl.TailStrategy.RoundUp)
+            f.split(x, fx, fq, mod).split(y, fy, fyq, mod).split(fx, fx, fv, _VEC_MAT // 2, hl.TailStrategy.RoundUp)
             f.reorder(fq, fv, fyq, fx, fy).unroll(fq).unroll(fyq).vectorize(fv)
         else:
-            f.vectorize(x, vec * 2, hl.TailStrategy.RoundUp)
+            f.vectorize(x, _VEC_MAT, hl.TailStrategy.RoundUp)
 
     materialise(ext, 1, channels=1)
     for node, mod in heavy:

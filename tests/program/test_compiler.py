@@ -132,9 +132,11 @@ def test_gil_is_released_while_a_kernel_runs():
     import sys
     import time
 
-    k = Kernel(next(e for e in ENTRIES if e.cfa is CFA.XTRANS).program(), quiet=True)
-    m = np.random.default_rng(0).random((3000, 4002)).astype(np.float32)
-    out = np.empty((3000, 4002, 3), np.float32)
+    from rawdemosaic.program.zoo import exercise
+
+    k = Kernel(exercise("Conv2D", CFA.BAYER), quiet=True)  # ~300 ops/pixel: calls last long enough
+    m = np.random.default_rng(0).random((2048, 3072)).astype(np.float32)
+    out = np.empty((2048, 3072, 3), np.float32)
     k(m, out=out)  # load the library first
     k._lib.halide_set_num_threads(1)  # one core for the kernel, one for this thread: no OS contention
     t0 = time.perf_counter()
