@@ -106,8 +106,10 @@ def _plugin_registries() -> list[KernelInfo]:
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         try:
             obj = ep.load()
-            directory = obj() if callable(obj) else obj
-            found.extend(load_registry(Path(str(directory)), source=f"plugin:{ep.name}"))
+            directory = Path(str(obj() if callable(obj) else obj))
+            if not (directory / "registry.json").is_file():
+                raise FileNotFoundError(f"{directory} holds no registry.json")
+            found.extend(load_registry(directory, source=f"plugin:{ep.name}"))
         except Exception as e:  # noqa: BLE001 - any failure of third-party code is contained
             warnings.warn(f"rawdemosaic: kernel pack {ep.name!r} skipped: {e}", stacklevel=2)
     return found

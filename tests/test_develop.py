@@ -386,3 +386,26 @@ def test_matches_libraw(path, source, kernel):
         mean_tol, p99_tol = TOLERANCES[kernel]
         assert mean < mean_tol, (space, linear, mean)
         assert p99 < p99_tol, (space, linear, p99)
+
+
+def test_develop_from_several_threads_matches_serial():
+    import threading
+    from pathlib import Path
+
+    from rawdemosaic.raw import read
+
+    root = Path(__file__).resolve().parents[1] / "sample_raws"
+    frames = [read(root / "bayer_rggb.dng"), read(root / "xtrans.dng")]
+    expect = [develop(f, budget=100) for f in frames]
+    got: dict = {}
+
+    def work(i):
+        got[i] = develop(frames[i % 2], budget=100)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for i in range(6):
+        np.testing.assert_array_equal(got[i], expect[i % 2])

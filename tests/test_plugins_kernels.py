@@ -128,11 +128,6 @@ def test_broken_pack_warned_and_skipped(both_packs):
         assert choose("RGGB", kernel="demo_pack_bilinear").name == "demo_pack_bilinear"
 
 
-@pytest.mark.xfail(
-    reason="registry.load_registry treats a missing registry.json as an empty registry, so a pack whose "
-    "directory does not exist is skipped silently instead of with a warning (fix in registry.py)",
-    strict=False,
-)
 def test_missing_directory_warned(monkeypatch):
     patch_entry_points(monkeypatch, ENTRY_POINT_GROUP, [("gone", "plugins_conftest_helpers:DATA")])
     monkeypatch.setattr("plugins_conftest_helpers.DATA", Path("/nonexistent/rawdemosaic/registry"))

@@ -13,7 +13,7 @@ from rawdemosaic.program.reference import run_reference
 from rawdemosaic.registry import kernels
 
 ENTRIES = kernels(plugins=False)
-PHASES = {CFA.BAYER: [(0, 0), (0, 1), (1, 0), (1, 1)], CFA.XTRANS: [(dy, dx) for dy in range(6) for dx in range(0, 6, 2)]}
+PHASES = {CFA.BAYER: [(0, 0), (0, 1), (1, 0), (1, 1)], CFA.XTRANS: [(dy, dx) for dy in range(6) for dx in range(6)]}
 
 
 @pytest.mark.parametrize("entry", ENTRIES, ids=lambda e: e.name)
