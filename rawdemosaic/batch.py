@@ -45,6 +45,7 @@ class Options:
     format: str = "tiff"
     bits: int = 16
     quality: int = 95
+    compression: str = "none"
     wb: Any = "camera"
     colorspace: str = "srgb"
     linear: bool = False
@@ -86,6 +87,8 @@ class Options:
             raise ValueError("JPEG holds 8 bits only: use --bits 8 (or --format tiff/png for 16-bit)")
         if not 1 <= int(self.quality) <= 100:
             raise ValueError(f"quality must be within 1..100 (got {self.quality})")
+        if self.compression not in ("none", "zlib"):
+            raise ValueError(f"compression must be none or zlib (got {self.compression!r})")
         if self.jobs < 1:
             raise ValueError(f"jobs must be >= 1 (got {self.jobs})")
         if self.budget is not None and not self.budget > 0:
@@ -224,7 +227,8 @@ def convert_one(task: Task, opts: Options) -> Result:
         dst.parent.mkdir(parents=True, exist_ok=True)
         icc = color.icc_profile(opts.colorspace, linear=opts.linear, xyz_to_cam=frame.xyz_to_cam)
         if opts.format in _EXT:
-            write_image(dst, img, format=opts.format, bits=opts.bits, quality=opts.quality, icc=icc, exif=exif_from_frame(frame), overwrite=opts.overwrite)
+            comp = opts.compression if opts.format == "tiff" else None
+            write_image(dst, img, format=opts.format, bits=opts.bits, quality=opts.quality, icc=icc, exif=exif_from_frame(frame), overwrite=opts.overwrite, compression=comp)
         else:
             _write_plugin(dst, img, opts, icc, exif_from_frame(frame))
         return Result(task.input, task.output, "converted", seconds=time.perf_counter() - t0, kernel=info.name)

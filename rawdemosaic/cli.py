@@ -47,6 +47,7 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--format", help="output format: tiff (default), png, jpeg, or one a rawdemosaic.writers plugin adds")
     c.add_argument("--bits", type=int, choices=[8, 16], help="bits per sample (default 16; JPEG 8)")
     c.add_argument("--quality", type=int, help="JPEG quality 1..100 (default 95)")
+    c.add_argument("--compression", choices=["none", "zlib"], help="TIFF compression (default none: fastest)")
     c.add_argument("--wb", type=_wb, help="white balance: camera (default), daylight or R,G,B[,G]")
     c.add_argument("--colorspace", choices=["srgb", "adobe", "prophoto", "xyz", "raw"], help="output colour space (default srgb)")
     c.add_argument("--linear", action="store_true", default=None, help="linear transfer curve (no gamma)")
@@ -112,7 +113,7 @@ def _convert(args) -> int:
     recipe = load_recipe(args.recipe) if args.recipe else {}
     cli = {
         k: getattr(args, k)
-        for k in ("output", "recursive", "budget", "kernel", "format", "bits", "quality", "wb", "colorspace", "linear", "orient", "overwrite", "name", "jobs", "models")
+        for k in ("output", "recursive", "budget", "kernel", "format", "bits", "quality", "compression", "wb", "colorspace", "linear", "orient", "overwrite", "name", "jobs", "models")
     }
     fmt = cli.get("format") or recipe.get("format")
     if fmt == "jpeg" and cli.get("bits") is None and recipe.get("bits") is None:

@@ -99,7 +99,10 @@ def load_registry(directory: str | Path, source: str = "builtin") -> list[Kernel
 
 
 def _plugin_registries() -> list[KernelInfo]:
-    """Kernel packs from installed distributions; a broken pack is reported and skipped."""
+    """Kernel packs from installed distributions; a broken pack is reported and skipped.
+
+    Not cached: installing a pack takes effect at once (the scan costs a few milliseconds).
+    """
     from importlib.metadata import entry_points
 
     found: list[KernelInfo] = []

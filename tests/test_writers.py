@@ -304,3 +304,16 @@ def test_check_output_path(tmp_path):
             check_output_path("IMG_1.CR2", [raw])
     finally:
         os.chdir(cwd)
+
+
+@pytest.mark.parametrize("compression, tag", [(None, 1), ("none", 1), ("zlib", 8)])
+def test_tiff_compression_option(tmp_path, compression, tag):
+    import tifffile
+
+    img = np.linspace(0, 1, 16 * 20 * 3, dtype=np.float32).reshape(16, 20, 3)
+    p = write_image(tmp_path / "c.tif", img, bits=16, compression=compression)
+    with tifffile.TiffFile(p) as t:
+        assert int(t.pages[0].compression) == tag
+        np.testing.assert_array_equal(t.asarray(), np.rint(img * 65535).astype(np.uint16))
+    with pytest.raises(ValueError, match="compression"):
+        write_image(tmp_path / "d.tif", img, compression="lzma")
