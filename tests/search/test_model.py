@@ -75,7 +75,7 @@ def test_inherit_weights():
 
 
 @pytest.mark.parametrize("cfa", ["bayer", "xtrans"])
-@pytest.mark.parametrize("op", ["Conv2D", "GatedConv", "Softmax", "Downsample", "Upsample", "Conv1D"])
+@pytest.mark.parametrize("op", sorted(OPS))
 def test_trained_export_matches_halide(op, cfa):
     from rawdemosaic.program.compiler import Kernel
 
