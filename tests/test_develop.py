@@ -23,6 +23,32 @@ from rawdemosaic.frame import RawFrame
 S40_XYZ_TO_CAM = np.array([[8606, -2573, -949], [-8237, 15489, 2974], [-2649, 3076, 9100]]) / 10000.0
 
 
+@pytest.fixture(scope="module", autouse=True)
+def classical_registry(tmp_path_factory):
+    """These tests check the colour pipeline, so they run on the exactly interpolating classical kernels:
+    the default kernel is then Malvar-He-Cutler, whatever learned kernels the registry also holds."""
+    from rawdemosaic.program.classical import CLASSICAL
+    from rawdemosaic.registry import add_entry
+
+    d = tmp_path_factory.mktemp("classical_models")
+    for make in CLASSICAL.values():
+        add_entry(make(), d, {"kodak24": 0.0})
+    # quality decides the default: Malvar over bilinear, as in the real registry
+    import json
+
+    doc = json.loads((d / "registry.json").read_text())
+    for e in doc["entries"]:
+        e["quality"] = {"bayer_bilinear": {"kodak24": 30.18}, "bayer_malvar": {"kodak24": 35.73}}.get(e["name"], {"kodak24": 29.43})
+    (d / "registry.json").write_text(json.dumps(doc))
+    old = os.environ.get("RAWDEMOSAIC_MODELS")
+    os.environ["RAWDEMOSAIC_MODELS"] = str(d)
+    yield d
+    if old is None:
+        os.environ.pop("RAWDEMOSAIC_MODELS", None)
+    else:
+        os.environ["RAWDEMOSAIC_MODELS"] = old
+
+
 def make_frame(mosaic, cfa="RGGB", **kw) -> RawFrame:
     return RawFrame(None, np.asarray(mosaic, np.float32), as_pattern(cfa), **kw)
 
