@@ -263,10 +263,12 @@ def colour_peer(kind: str) -> Callable:
     return run
 
 
-def registry_fn(info, in_dtype: str = "float32", out_dtype: str = "float32") -> Callable:
-    from rawdemosaic.demosaic import get_kernel
+def registry_fn(info, in_dtype: str = "float32", out_dtype: str = "float32", linear_io: bool = False) -> Callable:
+    """A registry kernel as a protocol demosaicker: in its own domain (the sRGB protocol feeds it sRGB
+    mosaics), or with ``linear_io`` as the converter runs it (linear light in and out)."""
+    from rawdemosaic.program.compiler import Kernel
 
-    k = get_kernel(info, in_dtype, out_dtype)
+    k = Kernel(info.program(), in_dtype, out_dtype, quiet=True, linear_io=linear_io)
 
     def run(m: np.ndarray, pat) -> np.ndarray:
         return k(np.ascontiguousarray(m, np.float32), pat)

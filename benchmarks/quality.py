@@ -204,16 +204,16 @@ def main(argv=None) -> dict:
                 rec["seconds"][cfa] = time.perf_counter() - t0
                 continue
             if m["kind"] == "registry":
-                fn = C.registry_fn(fac)
+                fn, fn_lin = C.registry_fn(fac), C.registry_fn(fac, linear_io=True)
             else:
-                fn = fac()
+                fn = fn_lin = fac()
             pad = LIBRAW_XTRANS_PAD if (m["id"].startswith("libraw") and cfa == "xtrans") else None
             for s in SETS:
                 sc = C.protocol_scores(fn, images[s], pat, pad_to=pad)
                 rec["srgb"][f"{cfa}/{s}"] = float(np.mean(sc))
                 rec["per_image"][f"{cfa}/{s}"] = [round(x, 3) for x in sc]
                 if not a.no_linear:
-                    rec["linear"][f"{cfa}/{s}"] = float(np.mean(C.protocol_scores(fn, images[s], pat, linear=True, pad_to=pad)))
+                    rec["linear"][f"{cfa}/{s}"] = float(np.mean(C.protocol_scores(fn_lin, images[s], pat, linear=True, pad_to=pad)))
             if val_images:
                 rec["validation"][cfa] = float(np.mean(C.protocol_scores(fn, val_images, pat, pad_to=pad)))
             rec["seconds"][cfa] = time.perf_counter() - t0

@@ -24,14 +24,17 @@ def choose(cfa, budget: float | None = None, kernel: str | None = None, models: 
 
 
 def get_kernel(info: KernelInfo, in_dtype: str = "float32", out_dtype: str = "float32"):
-    """The compiled :class:`~rawdemosaic.program.compiler.Kernel` of an entry (memoised per process)."""
+    """The compiled :class:`~rawdemosaic.program.compiler.Kernel` of an entry (memoised per process).
+
+    Kernels take and return linear light: one trained for sRGB-encoded data encodes and decodes inside.
+    """
     from .program.compiler import Kernel
 
     key = (str(info.program_path), info.program_path.stat().st_mtime_ns if info.program_path.exists() else 0, in_dtype, out_dtype)
     with _LOCK:
         k = _KERNELS.get(key)
         if k is None:
-            k = _KERNELS[key] = Kernel(info.program(), in_dtype, out_dtype)
+            k = _KERNELS[key] = Kernel(info.program(), in_dtype, out_dtype, linear_io=True)
     return k
 
 

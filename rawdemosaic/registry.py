@@ -26,7 +26,7 @@ from typing import Any, Iterable, Mapping, Sequence
 from .cfa import CFA
 from .errors import BudgetError, KernelNotFoundError, ProgramError
 
-__all__ = ["KernelInfo", "kernels", "select", "default_models_dir", "load_registry", "add_entry", "REGISTRY_FORMAT", "ENTRY_POINT_GROUP"]
+__all__ = ["KernelInfo", "kernels", "select", "default_models_dir", "load_registry", "add_entry", "prune_dominated", "REGISTRY_FORMAT", "ENTRY_POINT_GROUP"]
 
 REGISTRY_FORMAT = "rawdemosaic-registry/1"
 ENTRY_POINT_GROUP = "rawdemosaic.kernels"
@@ -203,6 +203,39 @@ def add_entry(program, directory: str | Path, quality: Mapping[str, float], desc
     tmp.write_text(json.dumps(doc, indent=1) + "\n")
     tmp.replace(path)
     return load_registry(directory)[[e["name"] for e in doc["entries"]].index(program.name)]
+
+
+def prune_dominated(directory: str | Path, sets: Sequence[str] = QUALITY_SETS) -> list[str]:
+    """Drop entries of registry ``directory`` that do not beat every cheaper entry of their CFA on every
+    one of ``sets`` (so quality rises strictly with cost); returns the removed names.
+
+    Entries missing a set's number are left alone. Their program files are removed with them.
+    """
+    directory = Path(directory)
+    path = directory / "registry.json"
+    doc = json.loads(path.read_text())
+    keep, removed = [], []
+    best: dict[str, dict[str, float]] = {}
+    for e in sorted(doc["entries"], key=lambda e: (e["cfa"], e["cost"], e["name"])):
+        q = e.get("quality", {})
+        b = best.setdefault(e["cfa"], {})
+        if all(k in q for k in sets) and b and any(q[k] <= b.get(k, float("-inf")) for k in sets):
+            removed.append(e["name"])
+            continue
+        keep.append(e)
+        for k in sets:
+            if k in q:
+                b[k] = max(b.get(k, float("-inf")), q[k])
+    if removed:
+        doc["entries"] = keep
+        tmp = path.with_name(".registry.json.tmp")
+        tmp.write_text(json.dumps(doc, indent=1) + "\n")
+        tmp.replace(path)
+        for name in removed:
+            for f in (directory / f"{name}.json", directory / f"{name}.npz"):
+                if f.exists() and not any(k["program"] == f.name for k in keep):
+                    f.unlink()
+    return removed
 
 
 def _iter_names(entries: Iterable[KernelInfo]) -> list[str]:  # pragma: no cover - debugging aid

@@ -48,11 +48,12 @@ def _spread(items: list, k: int) -> list:
     return [items[i] for i in idx]
 
 
-def export_run(run_dir: str | Path, into: str | Path | None = None, top: int | None = None, steps: int | None = None, sets: Sequence[str] | None = None, limit: int | None = None, trainer=None, executor=None, quiet: bool = False) -> list:
+def export_run(run_dir: str | Path, into: str | Path | None = None, top: int | None = None, steps: int | None = None, sets: Sequence[str] | None = None, limit: int | None = None, trainer=None, executor=None, quiet: bool = False, prune: bool = True) -> list:
     """Full-train the finalists of a run's front and add them to the registry ``into``.
 
     Finalists: the Pareto front of the final population (cost vs validation PSNR), up to ``top`` of
-    them spread over the cost range. ``trainer(program, seed, init_from) -> (program, psnr)`` overrides
+    them spread over the cost range. With ``prune`` the registry is then pruned to a strictly monotone
+    front (:func:`rawdemosaic.registry.prune_dominated`), so dominated finalists are not kept. ``trainer(program, seed, init_from) -> (program, psnr)`` overrides
     full training (tests); ``limit`` measures on the first ``limit`` images of each set only (then the
     quality keys are ``"<set>@<limit>"``, so they never pass for full-set numbers).
     """
@@ -97,6 +98,8 @@ def export_run(run_dir: str | Path, into: str | Path | None = None, top: int | N
         from ..program.graph import Program
 
         prog = Program(name, prog.cfa, prog.nodes, prog.output, prog.weights, {"description": f"searched {s.cfa.value} program (run {run_dir.name}, candidate {c.id})"})
+        # the data it was trained on: the converter encodes/decodes around kernels trained on sRGB data
+        prog = prog.with_domain("linear" if s.config["train"].get("linear", True) else "srgb")
         run_info = {
             "run": str(run_dir),
             "run_name": run_dir.name,
@@ -119,6 +122,13 @@ def export_run(run_dir: str | Path, into: str | Path | None = None, top: int | N
         written.append(info)
         if not quiet:
             print(f"exported {info.name}: cost {info.cost:g}, " + ", ".join(f"{k} {v:.2f}" for k, v in info.quality.items()))
+    if prune and not limit:
+        from ..registry import prune_dominated
+
+        dropped = set(prune_dominated(into))
+        if dropped and not quiet:
+            print("export: dropped (a cheaper entry is as good on some test set): " + ", ".join(sorted(dropped)))
+        written = [w for w in written if w.name not in dropped]
     return written
 
 

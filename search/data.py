@@ -240,6 +240,10 @@ class PatchDataset(torch.utils.data.Dataset):
     hard_fraction, pool_factor
         Hard-patch mining: keep the top ``hard_fraction`` of ``count`` from a pool ``pool_factor`` times
         larger, the rest at random (default 0.5 and 4 for training; validation is not mined).
+    color
+        Fraction of image crops whose colours are augmented: a random channel permutation and a
+        saturation gain in [1, 2] about the pixel's mean (default 0). Colour-difference priors learnt
+        from mostly desaturated photographs then hold less; it is a generic augmentation, not a test set's.
     cache
         Optional ``.npz`` path: prepared patches are loaded from it when its parameters match, else
         prepared and saved there.
@@ -265,6 +269,7 @@ class PatchDataset(torch.utils.data.Dataset):
         pool_factor: int | None = None,
         cache: str | Path | None = None,
         limit: int | None = None,
+        color: float = 0.0,
     ):
         if split not in ("train", "val"):
             raise ValueError(f"split must be 'train' or 'val', got {split!r}")
@@ -278,6 +283,7 @@ class PatchDataset(torch.utils.data.Dataset):
         self.hard_fraction = (0.5 if train else 0.0) if hard_fraction is None else hard_fraction
         self.pool_factor = (4 if train else 1) if pool_factor is None else pool_factor
         self.limit = limit
+        self.color = float(color)
         tr, va = split_files(list_images(self.image_dirs))
         self.files = (tr if train else va)[:limit]
         if not self.files:
@@ -301,6 +307,8 @@ class PatchDataset(torch.utils.data.Dataset):
             k: getattr(self, k)
             for k in ("patch", "linear", "augment", "seed", "split", "count", "synthetic", "hard_fraction", "pool_factor")
         }
+        if self.color:
+            d["color"] = self.color
         d.update(cfa=self.cfa.value, files=[f"{f.parent.name}/{f.name}" for f in self.files], v=1)
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:20]
 
@@ -320,6 +328,11 @@ class PatchDataset(torch.utils.data.Dataset):
                 h, w = img.shape[:2]
             y, x = int(rng.integers(h - P + 1)), int(rng.integers(w - P + 1))
             out[k] = img[y : y + P, x : x + P] / np.float32(255.0)
+        if self.color > 0:
+            for k in np.flatnonzero(rng.random(n) < self.color):
+                a = out[k][..., rng.permutation(3)]
+                mean = a.mean(axis=-1, keepdims=True)
+                out[k] = np.clip(mean + (a - mean) * rng.uniform(1.0, 2.0), 0.0, 1.0)
         return out
 
     def _to_pairs(self, srgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -262,7 +262,7 @@ class TorchTrainer:
             cfg = self.cfg
             dirs = cfg.get("data") or None
             common = {k: cfg[k] for k in ("limit", "cache_dir") if k in cfg and k != "cache_dir"}
-            tr_kw = {k: cfg[k] for k in ("synthetic", "hard_fraction", "pool_factor") if k in cfg}
+            tr_kw = {k: cfg[k] for k in ("synthetic", "hard_fraction", "pool_factor", "color") if k in cfg}
             cache = cfg.get("cache_dir")
             train = D.PatchDataset(dirs, self.cfa, cfg["patch"], linear=cfg["linear"], augment=cfg["augment"], seed=self.seed,
                                    split="train", count=int(cfg.get("count", 1024)),
@@ -577,7 +577,8 @@ class Search:
     def _initial(self, st: State, phase: str, rng) -> list[tuple[Program, Candidate | None, str, bool]]:
         sc = self.config["search"]
         width = int(self.config["space"].get("seed_width", 8))
-        seeds = S.seed_programs(self.cfa, width=width, seed=self.seed)
+        residual = self.config["space"].get("residual_seeds", {}).get(self.cfa.value, [])
+        seeds = S.seed_programs(self.cfa, width=width, seed=self.seed, residual=residual)
         if phase == "green":
             chroma = S.default_chroma(self.cfa, seed=self.seed)
             base = [(S.compose(s, chroma, s.name), False) for s in seeds]
@@ -703,6 +704,9 @@ def resume(out: str | Path, trainer=None, executor=None, stop_after: int | None 
     """Continue the run in ``out`` from its last completed generation."""
     s = open_run(out, trainer, executor, quiet, address)
     st = load_state(out)
+    if st is not None and st.done and st.phase_index < len(s.phases) and st.phase_gen <= s.phases[st.phase_index][1]:
+        st.done = False  # the run's config.toml was given more generations: extend the finished run
+        s.log(f"# extending the finished run to {s.phases[st.phase_index][1]} generations of phase {s.phases[st.phase_index][0]}")
     s.log(f"# resume at generation {st.generation if st else 0}")
     return s.run(st, stop_after)
 

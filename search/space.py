@@ -45,6 +45,7 @@ __all__ = [
     "MUTATIONS",
     "EXTRA_OPS",
     "seed_programs",
+    "residual_net",
     "default_chroma",
     "compose",
     "green_part",
@@ -239,9 +240,42 @@ def weighted_interp(cfa: CFA | str, k: int = 2, low_width: int = 8, seed: int = 
     return _build(f"seed_interp_{cfa.value}", cfa, g, c, np.random.default_rng(seed + 1), {"seed": "weighted_interp"})
 
 
-def seed_programs(cfa: CFA | str, width: int = 8, seed: int = 0) -> list[Program]:
-    """The two seed programs of a CFA (demosaicnet-like network, multi-resolution interpolation)."""
-    return [demosaicnet_like(cfa, width=width, seed=seed), weighted_interp(cfa, low_width=width, seed=seed)]
+def residual_net(cfa: CFA | str, width: int = 8, depth: int = 1, chroma_width: int | None = None, seed: int = 0) -> Program:
+    """A learned linear interpolator plus a small packed ReLU network's correction, for green and chroma.
+
+    Green: ``Add(Conv(pack), Conv(ReLU(Conv ...)))``; chroma: ``Add(Conv(known differences),
+    Conv(ReLU(Conv(Stack(differences, green trunk)))))``: the chroma net reads the green trunk (joint).
+    Linear paths and heads are 3x3 at the Bayer period and 1x1 at the X-Trans one (whose packed cells
+    already span 6x6 pixels and 36 channels).
+    """
+    cfa = CFA(cfa)
+    pp = cfa.period**2
+    k = 3 if cfa is CFA.BAYER else 1
+    cw = chroma_width or width
+    g: list[Node] = [N("g_pack", "Pack", ("mosaic",)), N("g_lin", "Conv2D", ("g_pack",), {"out_channels": pp, "kernel": k})]
+    prev = "g_pack"
+    for i in range(depth):
+        g += [N(f"g_c{i}", "Conv2D", (prev,), {"out_channels": width}), N(f"g_r{i}", "ReLU", (f"g_c{i}",))]
+        prev = f"g_r{i}"
+    g += [N("g_res", "Conv2D", (prev,), {"out_channels": pp, "kernel": k}), N("g_out", "Add", ("g_lin", "g_res"))]
+    c = _chroma_input(pp) + [
+        N("c_lin", "Conv2D", ("c_d",), {"out_channels": 2 * pp, "kernel": k}),
+        N("c_in", "Stack", ("c_d", prev)),
+        N("c_c0", "Conv2D", ("c_in",), {"out_channels": cw}),
+        N("c_r0", "ReLU", ("c_c0",)),
+        N("c_res", "Conv2D", ("c_r0",), {"out_channels": 2 * pp, "kernel": k}),
+        N("c_out", "Add", ("c_lin", "c_res")),
+    ]
+    return _build(f"seed_residual_{cfa.value}_{width}x{depth}", cfa, g, c, np.random.default_rng(seed + 2), {"seed": "residual_net"})
+
+
+def seed_programs(cfa: CFA | str, width: int = 8, seed: int = 0, residual: Sequence[Sequence[int]] = ()) -> list[Program]:
+    """The seed programs of a CFA: a demosaicnet-like network, multi-resolution interpolation, and a
+    :func:`residual_net` per ``(width, depth[, chroma_width])`` in ``residual`` (one per cost tier, say)."""
+    seeds = [demosaicnet_like(cfa, width=width, seed=seed), weighted_interp(cfa, low_width=width, seed=seed)]
+    for r in residual:
+        seeds.append(residual_net(cfa, *[int(v) for v in r], seed=seed))
+    return seeds
 
 
 def _part_nodes(prog: Program, part: str) -> list[Node]:

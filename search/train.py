@@ -292,5 +292,5 @@ def evaluate_program(program: Program, images: Sequence[np.ndarray], cfa: Any = 
     from rawdemosaic.evaluate import evaluate
     from rawdemosaic.program.compiler import Kernel
 
-    kernel = Kernel(program, quiet=True)
+    kernel = Kernel(program, quiet=True, linear_io=linear)  # linear light in and out, as the converter runs it
     return evaluate(kernel, images, cfa if cfa is not None else program.cfa.value, linear=linear)

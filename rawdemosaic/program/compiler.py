@@ -109,8 +109,23 @@ def _fold(hl: Any, x: Any, lo: Any, n: Any, p: int) -> Any:
     return hl.clamp(hl.select(x < lo, below, x > hi, above, hl.likely(x)), lo, hi)
 
 
-def build_pipeline(program: Program, in_dtype: str = "float32", out_dtype: str = "float32"):
-    """Lower ``program`` to ``(pipeline, [mosaic ImageParam])`` with its schedule."""
+def _srgb_encode(hl: Any, v: Any) -> Any:
+    f = hl.f32
+    v = hl.max(v, f(0.0))
+    return hl.select(v <= f(0.0031308), v * f(12.92), f(1.055) * hl.pow(v, f(1.0 / 2.4)) - f(0.055))
+
+
+def _srgb_decode(hl: Any, v: Any) -> Any:
+    f = hl.f32
+    return hl.select(v <= f(0.04045), v * f(1.0 / 12.92), hl.pow((v + f(0.055)) * f(1.0 / 1.055), f(2.4)))
+
+
+def build_pipeline(program: Program, in_dtype: str = "float32", out_dtype: str = "float32", linear_io: bool = False):
+    """Lower ``program`` to ``(pipeline, [mosaic ImageParam])`` with its schedule.
+
+    With ``linear_io`` a program of domain ``"srgb"`` gets linear light in and out: the mosaic is encoded
+    with the sRGB transfer curve (once per input pixel, in the materialised input) and the result decoded.
+    """
     hl = _hl()
     if in_dtype not in _DTYPES or out_dtype not in _DTYPES:
         raise ProgramError(f"dtypes must be float32 or uint16, got {in_dtype}/{out_dtype}")
@@ -123,9 +138,15 @@ def build_pipeline(program: Program, in_dtype: str = "float32", out_dtype: str =
     ext = hl.Func("mosaic_ext")
     xs = _fold(hl, x, inp.dim(0).min(), inp.dim(0).extent(), p)
     ys = _fold(hl, y, inp.dim(1).min(), inp.dim(1).extent(), p)
-    ext[x, y, c] = inp[xs, ys]  # materialised per tile in the input's own type
-    mosaic = hl.Func("mosaic_f32")  # inlined: converted where it is read
-    mosaic[x, y, c] = hl.f32(ext[x, y, c]) if in_dtype == "float32" else hl.f32(ext[x, y, c]) * hl.f32(1.0 / 65535.0)
+    transfer = linear_io and program.domain == "srgb"
+    norm = (lambda v: hl.f32(v)) if in_dtype == "float32" else (lambda v: hl.f32(v) * hl.f32(1.0 / 65535.0))
+    mosaic = hl.Func("mosaic_f32")
+    if transfer:  # encode once per input pixel: materialised as float32
+        ext[x, y, c] = _srgb_encode(hl, norm(inp[xs, ys]))
+        mosaic[x, y, c] = ext[x, y, c]
+    else:
+        ext[x, y, c] = inp[xs, ys]  # materialised per tile in the input's own type
+        mosaic[x, y, c] = norm(ext[x, y, c])  # inlined: converted where it is read
 
     inline = _read_once(program)
     nodes: dict[str, HNode] = {}
@@ -154,11 +175,12 @@ def build_pipeline(program: Program, in_dtype: str = "float32", out_dtype: str =
 
     rgb = nodes[program.output].func
     assert rgb is not None  # the output is never materialised
+    val = _srgb_decode(hl, rgb[x, y, c]) if transfer else rgb[x, y, c]
     out = hl.Func("rgb_out")
     if out_dtype == "float32":
-        out[c, x, y] = rgb[x, y, c]
+        out[c, x, y] = val
     else:
-        out[c, x, y] = hl.saturating_cast(hl.UInt(16), rgb[x, y, c] * 65535.0 + 0.5)
+        out[c, x, y] = hl.saturating_cast(hl.UInt(16), val * 65535.0 + 0.5)
 
     _schedule(hl, out, ext, heavy, ctx.helpers, phase[program.output], program, x, y, c)
     return hl.Pipeline(out), [inp]
@@ -328,13 +350,18 @@ class Kernel:
         ``"float32"`` (values in [0, 1]) or ``"uint16"`` (full scale 65535).
     target
         Halide target string; default :func:`host_target`.
+    linear_io
+        Take and return linear light whatever the program's domain: a program trained for ``"srgb"``
+        data gets its input encoded and its output decoded inside the kernel. Without it the kernel
+        computes in the program's own domain (how the quality protocol feeds it sRGB test images).
     quiet
         Suppress the one-line message printed when a kernel is compiled rather than found in the cache.
     """
 
-    def __init__(self, program: Program, in_dtype: str = "float32", out_dtype: str = "float32", target: str | None = None, quiet: bool = False):
+    def __init__(self, program: Program, in_dtype: str = "float32", out_dtype: str = "float32", target: str | None = None, quiet: bool = False, linear_io: bool = False):
         self.program = program
         self.in_dtype, self.out_dtype = in_dtype, out_dtype
+        self.transfer = bool(linear_io) and program.domain == "srgb"  # only then does linear_io change the code
         self.target = target or host_target()
         self.quiet = quiet
         self._fn = None
@@ -342,11 +369,11 @@ class Kernel:
     @property
     def path(self) -> Path:
         tkey = hashlib.sha256(self.target.encode()).hexdigest()[:10]
-        return cache_dir() / f"halide-{_halide_version()}-{_compiler_key()}" / tkey / f"{self.program.digest()}-{self.in_dtype}-{self.out_dtype}.so"
+        return cache_dir() / f"halide-{_halide_version()}-{_compiler_key()}" / tkey / f"{self.program.digest()}-{self.in_dtype}-{self.out_dtype}{'-lin' if self.transfer else ''}.so"
 
     @property
     def fn_name(self) -> str:
-        return f"rd_{self.program.digest()}_{self.in_dtype[0]}{self.out_dtype[0]}"
+        return f"rd_{self.program.digest()}_{self.in_dtype[0]}{self.out_dtype[0]}{'_lin' if self.transfer else ''}"
 
     def is_cached(self) -> bool:
         return self.path.exists()
@@ -367,7 +394,7 @@ class Kernel:
                 base = Path(tmp) / "k"
                 try:
                     hl = _hl()
-                    pipe, args = build_pipeline(self.program, self.in_dtype, self.out_dtype)
+                    pipe, args = build_pipeline(self.program, self.in_dtype, self.out_dtype, linear_io=self.transfer)
                     target = hl.Target(self.target)
                     pipe.compile_to({hl.OutputFileType.static_library: str(base) + ".a"}, args, self.fn_name, target)
                 except Exception as e:  # Halide raises RuntimeError / CompileError

@@ -17,7 +17,7 @@ import hashlib
 import io
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -67,6 +67,21 @@ class Program:
     @property
     def period(self) -> int:
         return self.cfa.period
+
+    @property
+    def domain(self) -> str:
+        """The data encoding the program expects, from its Input node (``"linear"`` or ``"srgb"``)."""
+        for n in self.nodes:
+            if n.op == "Input":
+                return str(self.params(n)["domain"])
+        return "linear"
+
+    def with_domain(self, domain: str) -> "Program":
+        """A copy whose Input node declares ``domain`` (weights shared)."""
+        nodes = tuple(replace(n, params={**n.params, "domain": domain}) if n.op == "Input" else n for n in self.nodes)
+        prog = Program(self.name, self.cfa, nodes, self.output, dict(self.weights), dict(self.meta))
+        prog.shapes()
+        return prog
 
     def node(self, nid: str) -> Node:
         for n in self.nodes:

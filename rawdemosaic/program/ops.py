@@ -33,7 +33,9 @@ import numpy as np
 
 from ..errors import ProgramError
 
-__all__ = ["Shape", "Op", "OPS", "register_op", "get_op"]
+__all__ = ["Shape", "Op", "OPS", "DOMAINS", "register_op", "get_op"]
+
+DOMAINS = ("linear", "srgb")  # data encodings a program can be trained for (see Input)
 
 
 @dataclass(frozen=True)
@@ -293,14 +295,22 @@ def _group_slices(cin: int, cout: int, groups: int, name: str) -> tuple[int, int
 
 @register_op
 class Input(Op):
-    """The normalised mosaic: 1 channel at full resolution."""
+    """The normalised mosaic: 1 channel at full resolution.
+
+    ``domain`` is the encoding the program's weights expect: ``"linear"`` (linear light) or ``"srgb"``
+    (the sRGB transfer curve applied to white-balanced linear data). The program itself computes in that
+    domain; a kernel compiled with ``linear_io`` encodes its linear input and decodes its output around it.
+    """
 
     name = "Input"
     arity = 0
+    defaults = {"domain": "linear"}
 
     def infer(self, ins, p, period):
         if ins:
             raise ProgramError("Input takes no inputs")
+        if p["domain"] not in DOMAINS:
+            raise ProgramError(f"Input: unknown domain {p['domain']!r} (use one of {', '.join(DOMAINS)})")
         return Shape(1, 1)
 
     def reference(self, xs, p, w, ctx):  # pragma: no cover - the evaluator feeds it

@@ -174,3 +174,29 @@ def test_gil_is_released_while_a_kernel_runs():
     # released: 0-20% on a machine loaded with other work
     assert call > 0.02
     assert stalled < 0.5 * 8 * call, (stalled, call)
+
+
+@pytest.mark.parametrize("in_dtype", ["float32", "uint16"])
+def test_linear_io_encodes_and_decodes_around_an_srgb_program(in_dtype):
+    from rawdemosaic.evaluate import linear_to_srgb, srgb_to_linear
+
+    prog = _bilinear().with_domain("srgb")
+    assert prog.domain == "srgb" and prog.digest() != _bilinear().digest()
+    rng = np.random.default_rng(3)
+    lin = rng.random((48, 64)).astype(np.float32) ** 2
+    src = lin if in_dtype == "float32" else np.round(lin * 65535).astype(np.uint16)
+    lin_in = src if in_dtype == "float32" else src.astype(np.float32) / 65535
+    expect = srgb_to_linear(run_reference(prog, linear_to_srgb(lin_in)))
+    got = Kernel(prog, in_dtype, "float32", quiet=True, linear_io=True)(src)
+    assert np.abs(got - expect).max() < 1e-4
+    # without linear_io the kernel computes in the program's own domain; a linear program ignores linear_io
+    assert np.abs(Kernel(prog, in_dtype, quiet=True)(src) - run_reference(prog, lin_in)).max() < 1e-4
+    k_lin = Kernel(_bilinear(), in_dtype, quiet=True, linear_io=True)
+    assert not k_lin.transfer and np.abs(k_lin(src) - run_reference(_bilinear(), lin_in)).max() < 1e-4
+
+
+def test_input_domain_is_validated():
+    from rawdemosaic.errors import ProgramError
+
+    with pytest.raises(ProgramError, match="domain"):
+        _bilinear().with_domain("gamma22")
