@@ -21,6 +21,7 @@ the training corpus' validation images.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -156,6 +157,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--no-validation", action="store_true", help="skip the training-corpus validation table")
     ap.add_argument("--no-peers", action="store_true", help="registry kernels only")
     ap.add_argument("--only", default=None, help="comma-separated kernel / peer ids to run (default: all)")
+    ap.add_argument("--merge", action="store_true", help="keep the other methods of the existing results file "
+                    "(re-measure only what ran; registry entries no longer in the registry are dropped)")
     a = ap.parse_args(argv)
     limit = a.limit if a.limit is not None else (3 if a.quick else None)
     json_path = a.json if a.json is not None else (None if a.quick else C.QUALITY_JSON)
@@ -230,6 +233,14 @@ def main(argv=None) -> dict:
             extra["torch"] = torch.__version__
         except Exception:  # noqa: BLE001
             pass
+    if a.merge and json_path and Path(json_path).exists():
+        prev = json.loads(Path(json_path).read_text())
+        ran = {r["id"] for r in results}
+        live = {i.name for i in rawdemosaic.kernels()}
+        kept = [r for r in prev.get("methods", []) if r["id"] not in ran and (r.get("kind") != "registry" or r["id"] in live)]
+        results = kept + results
+        if prev.get("images") != n_images:
+            raise SystemExit(f"--merge: {json_path} was measured on {prev.get('images')} images, this run on {n_images}")
     doc = {
         "machine": C.machine_info({k: v for k, v in extra.items() if v}),
         "quick": bool(a.quick or limit),

@@ -134,3 +134,15 @@ def test_deterministic_and_cached(tiny_data, tmp_path, monkeypatch):
 def test_patch_must_keep_alignment(tiny_data):
     with pytest.raises(ValueError):
         D.PatchDataset(DIRS, "xtrans", patch=28, count=4)
+
+
+def test_colour_augmentation_permutes_and_saturates(tiny_data):
+    kw = dict(patch=12, count=32, seed=5, linear=False, synthetic=0.0, hard_fraction=0.0, augment=False)
+    plain = D.PatchDataset(DIRS, "bayer", **kw)
+    coloured = D.PatchDataset(DIRS, "bayer", color=1.0, **kw)
+    assert plain._key() != coloured._key()
+    sat = lambda ds: float(np.mean(ds.rgb.max(axis=1) - ds.rgb.min(axis=1)))  # noqa: E731
+    assert sat(coloured) > sat(plain) * 1.05
+    assert coloured.rgb.min() >= 0 and coloured.rgb.max() <= 1
+    # brightness is kept up to clipping: colours move, the overall mean does not
+    assert abs(float(coloured.rgb.mean()) - float(plain.rgb.mean())) < 0.03

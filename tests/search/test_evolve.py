@@ -210,3 +210,17 @@ def test_smoke_end_to_end(tmp_path, monkeypatch):
     png = tmp_path / "front.png"
     assert main(["report", "--models", str(reg), "--runs", str(run_dir), "--out", str(png)]) == 0
     assert png.stat().st_size > 1000
+
+
+def test_finished_run_extends_when_its_config_asks_for_more_generations(tmp_path):
+    cfg = E.load_config(text=CFG % "joint")
+    done = E.run(cfg, tmp_path / "r", cfa="bayer", seed=3, trainer=fake_trainer, executor=E.SerialExecutor(), quiet=True)
+    assert done.done
+    again = E.resume(tmp_path / "r", trainer=fake_trainer, executor=E.SerialExecutor(), quiet=True)
+    assert again.generation == done.generation  # nothing left to do
+    n = cfg["search"]["generations"]
+    conf = tmp_path / "r" / "config.toml"
+    conf.write_text(conf.read_text().replace(f"generations = {n}", f"generations = {n + 2}"))
+    more = E.resume(tmp_path / "r", trainer=fake_trainer, executor=E.SerialExecutor(), quiet=True)
+    assert more.done and more.generation == done.generation + 2
+    assert "extending the finished run" in (tmp_path / "r" / "front.log").read_text()
