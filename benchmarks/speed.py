@@ -81,6 +81,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--slow-repeats", type=int, default=None, help="timed runs for LibRaw / colour-demosaicing / demosaicnet (default 3; 1 with --quick)")
     ap.add_argument("--crop", type=int, default=None, help="square crop for colour-demosaicing (default 1024; 256 with --quick)")
     ap.add_argument("--dn-crop", type=int, default=None, help="square crop for demosaicnet (default 512; 128 with --quick)")
+    ap.add_argument("--only", default=None, help="comma-separated registry kernels to time (default: all; the end-to-end "
+                    "rows then use the first one of each CFA)")
     ap.add_argument("--no-libraw", action="store_true")
     ap.add_argument("--no-colour", action="store_true")
     ap.add_argument("--no-demosaicnet", action="store_true")
@@ -104,6 +106,9 @@ def main(argv=None) -> dict:
     from rawdemosaic.demosaic import get_kernel
 
     infos = rawdemosaic.kernels()
+    if a.only:
+        keep = {x.strip() for x in a.only.split(",")}
+        infos = [i for i in infos if i.name in keep]
     align = {c: lcm(c_.period, *[i.program().lcm_scale() for i in infos if i.cfa is c_]) for c, c_ in (("bayer", CFA.BAYER), ("xtrans", CFA.XTRANS))}
     shapes = {c: (h // align[c] * align[c], w // align[c] * align[c]) for c in align}
     rgb = test_rgb(max(s[0] for s in shapes.values()), max(s[1] for s in shapes.values()))
@@ -203,7 +208,8 @@ def main(argv=None) -> dict:
         r["x_opencv_bilinear"] = r["mps"] / base
 
     # ---- end to end
-    e2e = [] if a.no_e2e else end_to_end(sreps if a.quick else max(sreps, 5), log)
+    pick = {i.cfa.value: i.name for i in reversed(infos)} if a.only else {}
+    e2e = [] if a.no_e2e else end_to_end(sreps if a.quick else max(sreps, 5), log, pick)
 
     doc = {
         "machine": {**C.machine_info(), "opencv_threads": cv2.getNumThreads()},
@@ -229,7 +235,8 @@ def main(argv=None) -> dict:
     return doc
 
 
-def end_to_end(reps: int, log) -> list[dict]:
+def end_to_end(reps: int, log, pick: dict | None = None) -> list[dict]:
+    """``read`` + ``develop`` + 16-bit TIFF per sample raw with the default kernel (or ``pick[cfa]``)."""
     import rawpy
     import tifffile
 
@@ -246,12 +253,12 @@ def end_to_end(reps: int, log) -> list[dict]:
             if not path.exists():
                 continue
             frame = rawdemosaic.read(path)
-            kern = choose(frame.cfa).name
+            kern = (pick or {}).get(frame.cfa.kind.value) or choose(frame.cfa).name
             mp = frame.mosaic.shape[0] * frame.mosaic.shape[1] / 1e6
 
             def ours():
                 f = rawdemosaic.read(path)
-                img = rawdemosaic.develop(f)
+                img = rawdemosaic.develop(f, kernel=kern)
                 write_image(Path(d) / "ours.tif", img, format="tiff", bits=16, icc=icc, exif=exif_from_frame(f), overwrite=True)
 
             def libraw_default():
