@@ -237,10 +237,10 @@ def main(argv=None) -> dict:
         prev = json.loads(Path(json_path).read_text())
         ran = {r["id"] for r in results}
         live = {i.name for i in rawdemosaic.kernels()}
-        kept = [r for r in prev.get("methods", []) if r["id"] not in ran and (r.get("kind") != "registry" or r["id"] in live)]
-        results = kept + results
         if prev.get("images") != n_images:
             raise SystemExit(f"--merge: {json_path} was measured on {prev.get('images')} images, this run on {n_images}")
+        kept = [r for r in prev.get("methods", []) if r["id"] not in ran and (r.get("kind") != "registry" or r["id"] in live)]
+        results = kept + results
     doc = {
         "machine": C.machine_info({k: v for k, v in extra.items() if v}),
         "quick": bool(a.quick or limit),

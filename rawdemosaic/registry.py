@@ -178,6 +178,13 @@ def select(entries: Sequence[KernelInfo], cfa: CFA, budget: float | None = None,
     return max(fam, key=lambda e: (e.score, -e.cost))
 
 
+def _write_registry(path: Path, doc: Mapping[str, Any]) -> None:
+    """Rewrite ``registry.json`` atomically."""
+    tmp = path.with_name(".registry.json.tmp")
+    tmp.write_text(json.dumps(doc, indent=1) + "\n")
+    tmp.replace(path)
+
+
 def add_entry(program, directory: str | Path, quality: Mapping[str, float], description: str = "", provenance: Mapping[str, Any] | None = None) -> KernelInfo:
     """Save ``program`` into registry ``directory`` and add (or replace) its entry in ``registry.json``.
 
@@ -199,9 +206,7 @@ def add_entry(program, directory: str | Path, quality: Mapping[str, float], desc
     }
     doc["entries"] = [e for e in doc["entries"] if e["name"] != program.name] + [entry]
     doc["entries"].sort(key=lambda e: (e["cfa"], e["cost"], e["name"]))
-    tmp = path.with_name(".registry.json.tmp")
-    tmp.write_text(json.dumps(doc, indent=1) + "\n")
-    tmp.replace(path)
+    _write_registry(path, doc)
     return load_registry(directory)[[e["name"] for e in doc["entries"]].index(program.name)]
 
 
@@ -228,9 +233,7 @@ def prune_dominated(directory: str | Path, sets: Sequence[str] = QUALITY_SETS) -
                 b[k] = max(b.get(k, float("-inf")), q[k])
     if removed:
         doc["entries"] = keep
-        tmp = path.with_name(".registry.json.tmp")
-        tmp.write_text(json.dumps(doc, indent=1) + "\n")
-        tmp.replace(path)
+        _write_registry(path, doc)
         for name in removed:
             for f in (directory / f"{name}.json", directory / f"{name}.npz"):
                 if f.exists() and not any(k["program"] == f.name for k in keep):
