@@ -72,7 +72,7 @@ def export_run(run_dir: str | Path, into: str | Path | None = None, top: int | N
     into = Path(into) if into is not None else default_models_dir()
     finalists = _spread(E.front(st.population), top)
     if trainer is None:
-        tcfg = {**s.config["train"], **{k: ec[k] for k in ("patch", "count", "val_count", "batch", "lr", "limit") if k in ec}}
+        tcfg = {**s.config["train"], **{k: ec[k] for k in ("patch", "count", "val_count", "batch", "lr", "loss", "limit") if k in ec}}
         tcfg["steps"] = int(steps if steps is not None else ec["steps"])
         trainer = FullTrainer(tcfg, s.cfa, s.seed)
     jobs = [E.Job(c.id, c.program, s.seed * 1_000_003 + c.id + 500_000, None) for c in finalists]
@@ -147,7 +147,7 @@ class FullTrainer:
         tr, va = self.base.datasets()
         cfg = self.base.cfg
         device = None if cfg.get("device", "auto") == "auto" else cfg["device"]
-        res = full_train(program, tr, va, steps=self.steps, lr=cfg["lr"], batch=cfg["batch"], seed=seed, device=device)
+        res = full_train(program, tr, va, steps=self.steps, lr=cfg["lr"], batch=cfg["batch"], seed=seed, device=device, loss=cfg.get("loss", "l2"))
         return res.program, float(res.val_psnr)
 
 

@@ -84,6 +84,7 @@ DEFAULTS: dict[str, Any] = {
         "inits": 3,
         "linear": True,
         "augment": True,
+        "loss": "l2",  # "l2" | "l1" (per-pixel loss on the patch interior)
         "device": "auto",
     },
     "ray": {"enabled": True, "address": "", "num_cpus": 0, "gpus_per_task": 1.0},
@@ -279,7 +280,7 @@ class TorchTrainer:
         tr, va = self.datasets()
         cfg = self.cfg
         device = None if cfg.get("device", "auto") == "auto" else cfg["device"]
-        res = _call(train, program, tr, va, steps=cfg["steps"], lr=cfg["lr"], batch=cfg["batch"], seed=seed, inits=cfg["inits"], init_from=init_from, device=device)
+        res = _call(train, program, tr, va, steps=cfg["steps"], lr=cfg["lr"], batch=cfg["batch"], seed=seed, inits=cfg["inits"], init_from=init_from, device=device, loss=cfg.get("loss", "l2"))
         return res.program, float(res.val_psnr)
 
 

@@ -27,8 +27,8 @@ def test_readme_starts_with_the_two_commands():
     lines = [l for l in body.strip().splitlines() if l.strip()]
     assert lang == "bash" and len(lines) == 2
     assert lines[0].startswith("python -m pip install") and "rawdemosaic convert sample_raws/" in lines[0]
-    assert lines[1] == "python -m pytest -q"
-    assert "python -m pytest -q" in (ROOT / ".ci" / "run").read_text()
+    assert lines[1] == "python -m pytest -q -n auto"
+    assert lines[1] in (ROOT / ".ci" / "run").read_text()
 
 
 @pytest.mark.parametrize("index", [i for i, (lang, _) in enumerate(BLOCKS) if lang == "bash" and i > 0])

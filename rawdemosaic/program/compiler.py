@@ -33,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,22 @@ __all__ = ["Kernel", "cache_dir", "build_pipeline", "host_target"]
 _DTYPES = {"float32": np.float32, "uint16": np.uint16}
 _PHASE_OPS = {"Unpack", "Upsample", "LearnedUpsample", "GreenInsert", "ChromaInsert"}
 _LOCK = threading.Lock()
+
+
+@contextmanager
+def _file_lock(path: Path):
+    """Exclusive lock across processes (parallel tests, batch workers) on ``path``; no-op without fcntl."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: the atomic rename alone keeps the cache consistent
+        yield
+        return
+    with open(path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def _hl():
@@ -383,8 +400,9 @@ class Kernel:
         path = self.path
         if path.exists():
             return path
-        with _LOCK:
-            if path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with _LOCK, _file_lock(path.with_name(path.name + ".lock")):
+            if path.exists():  # built meanwhile by another thread or process
                 return path
             if not self.quiet:
                 print(f"rawdemosaic: compiling kernel {self.program.name} ({self.in_dtype}->{self.out_dtype}) for this machine...", file=sys.stderr)

@@ -113,6 +113,25 @@ def test_cache_is_reused_and_keyed_by_target(tmp_path, monkeypatch, capsys):
     assert np.abs(out - run_reference(prog, np.random.default_rng(0).random((16, 16)).astype(np.float32))).max() < 1e-5
 
 
+def test_processes_building_one_kernel_compile_it_once(tmp_path):
+    """Parallel workers (pytest-xdist, batch pools) sharing a cold cache: one compiles, the other waits."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import numpy as np; from rawdemosaic.registry import kernels; from rawdemosaic.program.compiler import Kernel; "
+        "k = Kernel(next(e for e in kernels(plugins=False) if e.name == 'bayer_bilinear').program()); "
+        "print(float(k(np.ones((8, 8), np.float32)).mean()))"
+    )
+    env = {**os.environ, "RAWDEMOSAIC_CACHE": str(tmp_path)}
+    procs = [subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    results = [p.communicate(timeout=300) for p in procs]
+    assert all(p.returncode == 0 for p in procs), results
+    assert [float(out) for out, _ in results] == [1.0, 1.0]
+    assert sum("compiling kernel" in err for _, err in results) == 1
+
+
 def test_concurrent_calls_from_threads():
     k = Kernel(_bilinear(), quiet=True)
     rng = np.random.default_rng(0)

@@ -56,3 +56,18 @@ def test_evaluate_program_through_halide(tiny_data):
     bil = evaluate_program(bayer_bilinear(), imgs, linear=False)
     lin = evaluate_program(bayer_bilinear(), imgs, linear=True)
     assert 15 < bil < 60 and 15 < lin < 60 and bil != lin
+
+
+@pytest.mark.parametrize("kind", ["select", "export"])
+def test_config_loss_reaches_training(tiny_data, kind):
+    """``[train] loss`` (selection) and ``[export] loss`` (finalists) choose the loss actually minimised."""
+    from rawdemosaic.search.cli import FullTrainer
+    from rawdemosaic.search.evolve import DEFAULTS, TorchTrainer
+
+    base = {**DEFAULTS["train"], "data": list(DIRS), "patch": 16, "count": 64, "val_count": 16, "steps": 30, "batch": 8, "inits": 1, "lr": 1e-2}
+    make = TorchTrainer if kind == "select" else FullTrainer
+    got = {loss: make({**base, "loss": loss}, "bayer", 0)(_linear(), 3, None)[0].digest() for loss in ("l2", "l1")}
+    assert got["l1"] != got["l2"]
+    assert make({**base, "loss": "l1"}, "bayer", 0)(_linear(), 3, None)[0].digest() == got["l1"]
+    with pytest.raises(ValueError, match="loss"):
+        make({**base, "loss": "huber"}, "bayer", 0)(_linear(), 3, None)
