@@ -406,7 +406,6 @@ class Kernel:
                 return path
             if not self.quiet:
                 print(f"rawdemosaic: compiling kernel {self.program.name} ({self.in_dtype}->{self.out_dtype}) for this machine...", file=sys.stderr)
-            path.parent.mkdir(parents=True, exist_ok=True)
             (path.parent / "TARGET").write_text(self.target + "\n")
             with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
                 base = Path(tmp) / "k"
