@@ -5,6 +5,7 @@ Subcommands::
     run     --cfa bayer|xtrans --config FILE --out DIR [--seed N] [--ray-address ADDR]
     resume  DIR [--ray-address ADDR]
     export  DIR [--into DIR] [--top N] [--steps N] [--sets kodak24 mcmaster18] [--limit N]
+            [--set KEY=VALUE ...] [--trained DIR [--train-only]] [--jobs N]
     report  [--models DIR] [--runs DIR ...] --out front.png
 
 ``--config`` takes a TOML path or the name of a packaged config (``smoke``, ``bayer``, ``xtrans``).
@@ -23,7 +24,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-__all__ = ["main", "config_path", "export_run"]
+__all__ = ["main", "config_path", "export_run", "parse_overrides"]
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
@@ -48,7 +49,28 @@ def _spread(items: list, k: int) -> list:
     return [items[i] for i in idx]
 
 
-def export_run(run_dir: str | Path, into: str | Path | None = None, top: int | None = None, steps: int | None = None, sets: Sequence[str] | None = None, limit: int | None = None, trainer=None, executor=None, quiet: bool = False, prune: bool = True) -> list:
+_EXPORT_TRAIN_KEYS = ("patch", "count", "val_count", "batch", "lr", "loss", "limit", "device", "synthetic", "color")
+
+
+def parse_overrides(items: Sequence[str]) -> dict:
+    """``["steps=60000", "batch=128", "device=cuda"]`` -> ``{"steps": 60000, "batch": 128, "device": "cuda"}``
+    (values parsed as TOML scalars, bare words as strings)."""
+    import tomllib
+
+    out: dict = {}
+    for it in items:
+        k, sep, v = it.partition("=")
+        k = k.strip()
+        if not sep or not k:
+            raise ValueError(f"--set {it!r}: expected KEY=VALUE")
+        try:
+            out[k] = tomllib.loads(f"v = {v.strip()}")["v"]
+        except tomllib.TOMLDecodeError:
+            out[k] = v.strip()
+    return out
+
+
+def export_run(run_dir: str | Path, into: str | Path | None = None, top: int | None = None, steps: int | None = None, sets: Sequence[str] | None = None, limit: int | None = None, trainer=None, executor=None, quiet: bool = False, prune: bool = True, overrides: dict | None = None, trained_dir: str | Path | None = None, train_only: bool = False, jobs: int = 1) -> list:
     """Full-train the finalists of a run's front and add them to the registry ``into``.
 
     Finalists: the Pareto front of the final population (cost vs validation PSNR), up to ``top`` of
@@ -56,6 +78,12 @@ def export_run(run_dir: str | Path, into: str | Path | None = None, top: int | N
     front (:func:`rawdemosaic.registry.prune_dominated`), so dominated finalists are not kept. ``trainer(program, seed, init_from) -> (program, psnr)`` overrides
     full training (tests); ``limit`` measures on the first ``limit`` images of each set only (then the
     quality keys are ``"<set>@<limit>"``, so they never pass for full-set numbers).
+
+    ``overrides`` replaces keys of the run config's ``[export]`` table (``steps``, ``batch``, ``count``,
+    ``lr``, ``device``, ...; recorded in each entry's provenance). With ``trained_dir`` every trained
+    finalist is saved there (``c<id>.json`` + weights) as soon as it is trained and reused when present, so an
+    interrupted export resumes, and training can run on one machine (``train_only``: no Halide needed,
+    returns ``[]``) and the measurement on another. ``jobs`` trains that many finalists in parallel processes.
     """
     from ..registry import default_models_dir
     from . import evolve as E
@@ -65,19 +93,41 @@ def export_run(run_dir: str | Path, into: str | Path | None = None, top: int | N
     st = E.load_state(run_dir)
     if st is None:
         raise FileNotFoundError(f"{run_dir}: no completed generation to export")
-    ec = s.config["export"]
+    overrides = dict(overrides or {})
+    ec = {**s.config["export"], **overrides}
     top = int(top if top is not None else ec["top"])
     sets = list(sets if sets is not None else ec["sets"])
     limit = limit if limit is not None else ec.get("limit")
     into = Path(into) if into is not None else default_models_dir()
     finalists = _spread(E.front(st.population), top)
     if trainer is None:
-        tcfg = {**s.config["train"], **{k: ec[k] for k in ("patch", "count", "val_count", "batch", "lr", "loss", "limit") if k in ec}}
+        tcfg = {**s.config["train"], **{k: ec[k] for k in _EXPORT_TRAIN_KEYS if k in ec}}
         tcfg["steps"] = int(steps if steps is not None else ec["steps"])
         trainer = FullTrainer(tcfg, s.cfa, s.seed)
-    jobs = [E.Job(c.id, c.program, s.seed * 1_000_003 + c.id + 500_000, None) for c in finalists]
-    ex = executor if executor is not None else (E.make_executor(s.config) if len(jobs) > 1 else E.SerialExecutor())
-    results = {r["id"]: r for r in ex.map(trainer, jobs)}
+    from ..program.graph import Program
+
+    tdir = Path(trained_dir) if trained_dir is not None else None
+    results: dict[int, dict] = {}
+    if tdir is not None:  # finalists trained before (an interrupted export, or another machine)
+        for c in finalists:
+            f = tdir / f"c{c.id}.json"
+            if f.exists():
+                p = Program.load(f)
+                results[c.id] = {"id": c.id, "program": p, "psnr": float(p.meta["full_train"]["val_psnr"]), "full_train": p.meta["full_train"]}
+                if not quiet:
+                    print(f"export: candidate {c.id}: trained program from {f}")
+    todo = [E.Job(c.id, c.program, s.seed * 1_000_003 + c.id + 500_000, None) for c in finalists if c.id not in results]
+    if todo:
+        ex = executor if executor is not None else (_ProcessExecutor(jobs) if jobs > 1 and len(todo) > 1 else (E.make_executor(s.config) if len(todo) > 1 else E.SerialExecutor()))
+        for r in ex.map(trainer, todo):
+            if "error" not in r and math.isfinite(r["psnr"]):
+                p = r["program"]
+                r["full_train"] = {"val_psnr": r["psnr"], **p.meta.get("full_train", {}), "overrides": overrides}
+                if tdir is not None:
+                    Program(p.name, p.cfa, p.nodes, p.output, p.weights, {**p.meta, "full_train": r["full_train"]}).save(tdir / f"c{r['id']}.json")
+            results[r["id"]] = r
+    if train_only:
+        return []
     from .export import export_entry
 
     info_run = json.loads((run_dir / "run.json").read_text())
@@ -95,7 +145,6 @@ def export_run(run_dir: str | Path, into: str | Path | None = None, top: int | N
             continue
         prog = r["program"]
         name = f"{prefix}_{s.cfa.value}_{run_dir.name}_c{c.id}".replace("-", "_")
-        from ..program.graph import Program
 
         prog = Program(name, prog.cfa, prog.nodes, prog.output, prog.weights, {"description": f"searched {s.cfa.value} program (run {run_dir.name}, candidate {c.id})"})
         # the data it was trained on: the converter encodes/decodes around kernels trained on sRGB data
@@ -110,8 +159,12 @@ def export_run(run_dir: str | Path, into: str | Path | None = None, top: int | N
             "phase": c.phase,
             "search_val_psnr": c.psnr,
             "full_train_val_psnr": r["psnr"],
-            "full_train_steps": getattr(trainer, "steps", None),
+            "full_train_steps": r.get("full_train", {}).get("steps") or getattr(trainer, "steps", None),
         }
+        if overrides:
+            run_info["export_overrides"] = overrides
+        if r.get("full_train", {}).get("device"):
+            run_info["full_train_device"] = r["full_train"]["device"]
         q = None
         if limit:
             from .export import measure_quality
@@ -132,6 +185,23 @@ def export_run(run_dir: str | Path, into: str | Path | None = None, top: int | N
     return written
 
 
+class _ProcessExecutor:
+    """Finalists trained in ``n`` worker processes (spawned, so CUDA works in them); one GPU is shared."""
+
+    def __init__(self, n: int):
+        self.n = int(n)
+
+    def map(self, trainer, jobs, bar=None) -> list[dict]:
+        import concurrent.futures as cf
+        import multiprocessing as mp
+
+        from . import evolve as E
+
+        with cf.ProcessPoolExecutor(max_workers=min(self.n, len(jobs)), mp_context=mp.get_context("spawn")) as pool:
+            res = list(pool.map(E._train_job, [trainer] * len(jobs), jobs))
+        return sorted(res, key=lambda r: r["id"])
+
+
 class FullTrainer:
     """Full training of a finalist (:func:`rawdemosaic.search.train.full_train`) from its own weights."""
 
@@ -147,8 +217,14 @@ class FullTrainer:
         tr, va = self.base.datasets()
         cfg = self.base.cfg
         device = None if cfg.get("device", "auto") == "auto" else cfg["device"]
+        from ..program.graph import Program
+        from .train import default_device
+
         res = full_train(program, tr, va, steps=self.steps, lr=cfg["lr"], batch=cfg["batch"], seed=seed, device=device, loss=cfg.get("loss", "l2"))
-        return res.program, float(res.val_psnr)
+        info = {"val_psnr": float(res.val_psnr), "steps": self.steps, "seconds": round(res.seconds, 1), "device": str(default_device(device))}
+        print(f"full training of {program.name}: {self.steps} steps in {res.seconds:.0f} s on {info['device']}, validation {res.val_psnr:.2f} dB", file=sys.stderr, flush=True)
+        p = res.program
+        return Program(p.name, p.cfa, p.nodes, p.output, p.weights, {**p.meta, "full_train": info}), float(res.val_psnr)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -174,6 +250,11 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--steps", type=int, default=None, help="full-training steps (default: the config's [export] steps)")
     e.add_argument("--sets", nargs="+", default=None)
     e.add_argument("--limit", type=int, default=None, help="measure on the first N images of each set only")
+    e.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a key of the run config's [export] table (steps, batch, count, lr, device, ...); repeatable")
+    e.add_argument("--trained", default=None, metavar="DIR", help="save each trained finalist here, and reuse those already there")
+    e.add_argument("--train-only", action="store_true", help="stop after training (with --trained: measure and export later, elsewhere)")
+    e.add_argument("--jobs", type=int, default=1, help="train this many finalists in parallel processes")
     e.add_argument("--quiet", action="store_true")
     p = sub.add_parser("report", help="plot the cost/quality front (PNG)")
     p.add_argument("--models", default=None, help="registry directory (default: the runtime's)")
@@ -197,8 +278,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             st = E.resume(args.dir, stop_after=args.stop_after, quiet=args.quiet, address=args.ray_address)
             print(f"{args.dir}: {st.generation} generation(s) done{' (finished)' if st.done else ''}")
         elif args.cmd == "export":
-            written = export_run(args.dir, args.into, args.top, args.steps, args.sets, args.limit, quiet=args.quiet)
-            print(f"{len(written)} entr{'y' if len(written) == 1 else 'ies'} written")
+            if args.train_only and not args.trained:
+                raise ValueError("--train-only needs --trained DIR (where the trained finalists go)")
+            written = export_run(args.dir, args.into, args.top, args.steps, args.sets, args.limit, quiet=args.quiet,
+                                 overrides=parse_overrides(args.overrides), trained_dir=args.trained, train_only=args.train_only, jobs=args.jobs)
+            if args.train_only:
+                print(f"trained finalists in {args.trained}")
+            else:
+                print(f"{len(written)} entr{'y' if len(written) == 1 else 'ies'} written")
         elif args.cmd == "report":
             from .report import plot_front
 

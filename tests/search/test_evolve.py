@@ -224,3 +224,36 @@ def test_finished_run_extends_when_its_config_asks_for_more_generations(tmp_path
     more = E.resume(tmp_path / "r", trainer=fake_trainer, executor=E.SerialExecutor(), quiet=True)
     assert more.done and more.generation == done.generation + 2
     assert "extending the finished run" in (tmp_path / "r" / "front.log").read_text()
+
+
+def test_export_trains_elsewhere_and_resumes_from_trained_finalists(tmp_path):
+    """``--trained DIR --train-only`` on one machine (no Halide), then the export elsewhere reuses the trained
+    finalists instead of training again; ``--set`` overrides reach the provenance."""
+    from rawdemosaic.evaluate import TEST_SETS, data_dir
+    from rawdemosaic.search.cli import export_run, parse_overrides
+
+    if not (data_dir() / TEST_SETS["kodak24"]).is_dir():
+        pytest.skip("no test images")
+    cfg = E.load_config(text=CFG % "joint")
+    cfg["search"]["generations"] = 1
+    run_dir, tdir, reg = tmp_path / "run", tmp_path / "trained", tmp_path / "models"
+    E.run(cfg, run_dir, cfa="bayer", seed=3, trainer=fake_trainer, executor=E.SerialExecutor(), quiet=True)
+    calls = []
+
+    def counting(program, seed, init_from):
+        calls.append(seed)
+        return fake_trainer(program, seed, init_from)
+
+    assert export_run(run_dir, reg, top=2, trainer=counting, trained_dir=tdir, train_only=True, quiet=True) == []
+    saved = sorted(tdir.glob("c*.json"))
+    assert len(saved) == len(calls) == 2 and not reg.exists()
+
+    def must_not_train(program, seed, init_from):
+        raise AssertionError("trained again")
+
+    ov = parse_overrides(["steps=123", "device=cuda"])
+    written = export_run(run_dir, reg, top=2, trainer=must_not_train, trained_dir=tdir, limit=1, sets=["kodak24"], overrides=ov, quiet=True)
+    assert len(written) == 2 and all(w.provenance["export_overrides"] == ov for w in written)
+    assert {f"c{w.provenance['candidate']}.json" for w in written} == {f.name for f in saved}
+    with pytest.raises(ValueError):
+        parse_overrides(["steps"])
