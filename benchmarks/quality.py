@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 
 from rawdemosaic.cfa import CFA, CFAPattern  # noqa: E402
-from rawdemosaic.evaluate import TEST_SETS, data_dir, load_images  # noqa: E402
+from rawdemosaic.evaluate import TEST_SETS, TRAIN_SETS, data_dir, load_images, split_files  # noqa: E402
 
 SETS = ("kodak24", "mcmaster18")
 BAYER = CFAPattern(CFA.BAYER, 0, 0)  # RGGB
@@ -76,26 +76,14 @@ PATTERNS = {"bayer": BAYER, "xtrans": XTRANS}
 
 
 def validation_files() -> tuple[list[Path], str]:
-    """The training corpus' validation images: the search's split when its module exists, else every 10th
-    file of sorted urban100 + wed100."""
-    try:
-        from rawdemosaic.search import data as sd  # type: ignore
-
-        for name in ("validation_files", "val_files", "validation_paths", "val_paths"):
-            f = getattr(sd, name, None)
-            if callable(f):
-                files = [Path(p) for p in f()]
-                if files:
-                    return files, f"rawdemosaic.search.data.{name}()"
-    except Exception:  # noqa: BLE001 - the search package is optional
-        pass
-    root = data_dir() / "train"
+    """The training corpus' validation images: the search's own split (:func:`rawdemosaic.evaluate.split_files`),
+    never seen in training or selection."""
     files = []
-    for sub in ("urban100", "wed100"):
-        d = root / sub
+    for sub in TRAIN_SETS:
+        d = data_dir() / sub
         if d.is_dir():
-            files += sorted(f for f in d.iterdir() if f.suffix.lower() in (".png", ".tif", ".tiff", ".jpg", ".bmp"))
-    return files[::10], "every 10th file of sorted train/urban100 + train/wed100"
+            files += sorted(f for f in d.iterdir() if f.suffix.lower() in (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp"))
+    return split_files(files)[1], "rawdemosaic.evaluate.split_files (the search's validation split)"
 
 
 def load_files(files: list[Path]) -> list[np.ndarray]:

@@ -5,6 +5,7 @@ Used by the registry builders, the search and the benchmarks, so every number is
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 from typing import Callable, Iterable
@@ -13,9 +14,11 @@ import numpy as np
 
 from .cfa import CFAPattern, as_pattern, mosaic
 
-__all__ = ["cpsnr", "data_dir", "load_images", "evaluate", "TEST_SETS", "srgb_to_linear", "linear_to_srgb"]
+__all__ = ["cpsnr", "data_dir", "load_images", "evaluate", "split_files", "TEST_SETS", "TRAIN_SETS", "VAL_EVERY", "srgb_to_linear", "linear_to_srgb"]
 
 TEST_SETS = {"kodak24": "test/kodak24", "mcmaster18": "test/mcmaster18"}
+TRAIN_SETS = ("train/urban100", "train/wed100")  # the search's training corpus (its validation split: split_files)
+VAL_EVERY = 10
 CROP = 16
 
 
@@ -80,3 +83,16 @@ def evaluate(demosaicker: Callable[[np.ndarray, CFAPattern], np.ndarray], images
             out = linear_to_srgb(out)
         scores.append(cpsnr(out, img))
     return float(np.mean(scores))
+
+
+def _split_key(f: Path) -> str:
+    return hashlib.sha1(f"{f.parent.name}/{f.name}".encode()).hexdigest()
+
+
+def split_files(files: Iterable[Path]) -> tuple[list[Path], list[Path]]:
+    """``(train, val)`` of the training corpus: files ordered by the SHA-1 of ``"<directory>/<file name>"``,
+    every :data:`VAL_EVERY`-th of that order (from the first) is validation. It depends on names only, so the
+    split is the same on every machine; the search trains on ``train`` and the benchmarks report ``val``."""
+    order = sorted((Path(f) for f in files), key=_split_key)
+    val = set(order[::VAL_EVERY])
+    return sorted(f for f in order if f not in val), sorted(val)

@@ -30,13 +30,13 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
 
 from rawdemosaic.cfa import CFA, CFAPattern, mosaic
-from rawdemosaic.evaluate import data_dir, srgb_to_linear
+from rawdemosaic.evaluate import TRAIN_SETS, VAL_EVERY, data_dir, split_files, srgb_to_linear
 
 __all__ = [
     "PatchDataset",
@@ -52,8 +52,7 @@ __all__ = [
     "synthetic_image",
 ]
 
-DEFAULT_TRAIN_DIRS = ("train/urban100", "train/wed100")
-VAL_EVERY = 10
+DEFAULT_TRAIN_DIRS = TRAIN_SETS
 _EXTS = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
 _IMAGE_CACHE: dict[str, np.ndarray] = {}  # resolved path -> uint8 RGB (decoded once per process)
 
@@ -84,17 +83,6 @@ def list_images(image_dirs: Sequence[str | Path] | None = None) -> list[Path]:
     if not files:
         raise FileNotFoundError(f"no images in {list(image_dirs or DEFAULT_TRAIN_DIRS)}")
     return files
-
-
-def _split_key(f: Path) -> str:
-    return hashlib.sha1(f"{f.parent.name}/{f.name}".encode()).hexdigest()
-
-
-def split_files(files: Iterable[Path]) -> tuple[list[Path], list[Path]]:
-    """``(train, val)``: every :data:`VAL_EVERY`-th file in SHA-1-of-name order is validation."""
-    order = sorted(files, key=_split_key)
-    val = set(order[::VAL_EVERY])
-    return sorted(f for f in order if f not in val), sorted(val)
 
 
 def _load(f: Path) -> np.ndarray:

@@ -95,3 +95,18 @@ def test_scripts_smoke(bench, shared_data, tmp_path):
     png = tmp_path / "front.png"
     bench["plot_front"].main(["--quality", str(qj), "--speed", str(sj), "-o", str(png)])
     assert png.stat().st_size > 10_000
+
+
+def test_validation_images_are_the_search_validation_split(bench, shared_data):
+    """The benchmark's corpus-validation images are exactly the files the search holds out (never trained on)."""
+    from rawdemosaic.evaluate import TRAIN_SETS, VAL_EVERY, data_dir, split_files
+
+    files, how = bench["quality"].validation_files()
+    every = sorted(f for d in TRAIN_SETS for f in (data_dir() / d).iterdir())
+    train, val = split_files(every)
+    assert files == val and "split_files" in how
+    assert not set(files) & set(train) and len(val) == -(-len(every) // VAL_EVERY)
+    pytest.importorskip("torch")
+    from rawdemosaic.search import data as D
+
+    assert D.split_files(D.list_images()) == (train, val)
