@@ -180,9 +180,16 @@ def select(entries: Sequence[KernelInfo], cfa: CFA, budget: float | None = None,
 
 def _write_registry(path: Path, doc: Mapping[str, Any]) -> None:
     """Rewrite ``registry.json`` atomically."""
-    tmp = path.with_name(".registry.json.tmp")
-    tmp.write_text(json.dumps(doc, indent=1) + "\n")
-    tmp.replace(path)
+    import tempfile
+
+    fd, tmp = tempfile.mkstemp(prefix=".registry.json.", suffix=".tmp", dir=path.parent)  # own name: no two writers share it
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps(doc, indent=1) + "\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def add_entry(program, directory: str | Path, quality: Mapping[str, float], description: str = "", provenance: Mapping[str, Any] | None = None) -> KernelInfo:
