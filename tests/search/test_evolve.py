@@ -257,3 +257,17 @@ def test_export_trains_elsewhere_and_resumes_from_trained_finalists(tmp_path):
     assert {f"c{w.provenance['candidate']}.json" for w in written} == {f.name for f in saved}
     with pytest.raises(ValueError):
         parse_overrides(["steps"])
+
+
+def test_export_jobs_train_in_parallel_processes_with_the_same_result(tmp_path):
+    from rawdemosaic.program.graph import Program
+    from rawdemosaic.search.cli import export_run
+
+    cfg = E.load_config(text=CFG % "joint")
+    cfg["search"]["generations"] = 1
+    E.run(cfg, tmp_path / "run", cfa="bayer", seed=5, trainer=fake_trainer, executor=E.SerialExecutor(), quiet=True)
+    for jobs in (1, 2):
+        export_run(tmp_path / "run", tmp_path / "models", top=2, trainer=fake_trainer, trained_dir=tmp_path / f"t{jobs}", train_only=True, jobs=jobs, quiet=True)
+    one, two = sorted((tmp_path / "t1").glob("c*.json")), sorted((tmp_path / "t2").glob("c*.json"))
+    assert [f.name for f in one] == [f.name for f in two] and len(one) == 2
+    assert [Program.load(f).digest() for f in one] == [Program.load(f).digest() for f in two]
