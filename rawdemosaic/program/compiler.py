@@ -14,8 +14,10 @@ The output ``(c, x, y)`` (interleaved RGB, i.e. a numpy ``(H, W, 3)`` array) is 
 in parallel; inside a tile, loops are split by the CFA period (and any up-sampling factor) and unrolled
 so every ``x mod p`` is a compile-time constant, and vectorised across tiles of the period. Heavy nodes
 (convolutions, softmax, resampling) and the extended mosaic are computed per tile into small buffers,
-channels unrolled; pointwise nodes are inlined into their consumers. The output region must be aligned
-to the period: :class:`Kernel` pads and crops around that.
+channels unrolled; pointwise nodes are inlined into their consumers. A materialised node is split by
+the phase only when its inlined inputs carry one *on its own grid* (:func:`_carried_phase`): a Pack by
+the period reads every tile position at a constant phase and is never split. The output region must be
+aligned to the period: :class:`Kernel` pads and crops around that.
 
 Cache
 -----
@@ -182,7 +184,7 @@ def build_pipeline(program: Program, in_dtype: str = "float32", out_dtype: str =
         own = 1
         if n.op in _PHASE_OPS:
             own = params.get("factor") or p
-        mod = math.lcm(own, *(phase[i] for i in n.inputs))
+        mod = math.lcm(own, *(_carried_phase(phase[i], shapes[i].scale, shapes[n.id].scale) for i in n.inputs))
         nodes[n.id] = node
         if materialised:
             heavy.append((node, mod))
@@ -201,6 +203,24 @@ def build_pipeline(program: Program, in_dtype: str = "float32", out_dtype: str =
 
     _schedule(hl, out, ext, heavy, ctx.helpers, phase[program.output], program, x, y, c)
     return hl.Pipeline(out), [inp]
+
+
+def _carried_phase(mod: int, s_in: int, s_out: int) -> int:
+    """Phase modulus, on a node's own grid, of an inlined input whose expression has modulus ``mod``.
+
+    A node reading a coarser grid (up-sampling by ``f = s_in / s_out``) reads input sample ``X // f + k``,
+    whose phase is fixed by ``X mod (mod * f)``. A node reading a finer grid (``Pack``, ``Downsample`` by
+    ``f = s_out / s_in``) reads ``f X + k``: the factor ``gcd(mod, f)`` of the phase is absorbed, e.g. a
+    Pack by the CFA period of a full-resolution CFA-dependent expression (a green insert) reads every
+    colour at a constant tile position and needs no phase split at all. (Splitting it anyway unrolls the
+    packed layer ``p * p`` times, 36 for X-Trans, which is what made wide X-Trans programs take many
+    minutes to compile, and slowed them down.)
+    """
+    if s_out > s_in:
+        return mod // math.gcd(mod, s_out // s_in)
+    if s_out < s_in:
+        return mod * (s_in // s_out)
+    return mod
 
 
 _SELECTORS = {"Slice", "Unpack", "GreenInsert", "ChromaInsert"}

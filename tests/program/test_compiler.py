@@ -219,3 +219,15 @@ def test_input_domain_is_validated():
 
     with pytest.raises(ProgramError, match="domain"):
         _bilinear().with_domain("gamma22")
+
+
+def test_phase_split_follows_the_grid():
+    """A Pack by the period absorbs the CFA phase of what it packs (no p*p unrolled copies of the layer);
+    up-sampling multiplies it."""
+    from rawdemosaic.program.compiler import _carried_phase
+
+    assert _carried_phase(6, 1, 6) == 1  # Pack of a green insert, X-Trans
+    assert _carried_phase(2, 1, 2) == 1  # ... Bayer
+    assert _carried_phase(6, 1, 2) == 3  # Pack by 2 of an X-Trans-phased expression
+    assert _carried_phase(2, 12, 6) == 4  # up-sampling by 2 of a phase-2 expression
+    assert _carried_phase(6, 6, 6) == 6  # same grid
