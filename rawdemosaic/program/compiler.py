@@ -331,50 +331,6 @@ def _schedule(hl, out, ext, heavy, helpers, out_mod, program, x, y, c) -> None:
             materialise(f, 1)
 
 
-# Linked into every kernel: Halide's weak ``halide_malloc`` / ``halide_free`` replaced by a per-thread cache
-# of freed blocks. Each tile allocates its intermediates (up to a few MB) with halide_malloc; from glibc,
-# blocks that large come from mmap and go back with munmap, so every tile paid for fresh zeroed pages (about
-# half of a wide kernel's run time). Blocks keep a 64-byte header (size) and a 64-byte tail, so reading 8
-# bytes before or after a buffer stays inside the allocation, as Halide requires.
-_SCRATCH_ALLOCATOR = r"""
-#include <cstddef>
-#include <cstdlib>
-namespace {
-constexpr std::size_t kAlign = 64, kSlots = 16;
-struct Cache {
-    void *block[kSlots] = {};
-    std::size_t size[kSlots] = {};
-    ~Cache() { for (std::size_t i = 0; i < kSlots; i++) std::free(block[i]); }
-};
-thread_local Cache cache;
-}
-extern "C" void *halide_malloc(void *, std::size_t n) {
-    n = (n + kAlign - 1) / kAlign * kAlign;
-    std::size_t best = kSlots;
-    for (std::size_t i = 0; i < kSlots; i++)
-        if (cache.block[i] && cache.size[i] >= n && cache.size[i] <= 2 * n + kAlign && (best == kSlots || cache.size[i] < cache.size[best])) best = i;
-    char *base;
-    if (best < kSlots) {
-        base = static_cast<char *>(cache.block[best]);
-        cache.block[best] = nullptr;
-    } else {
-        base = static_cast<char *>(std::aligned_alloc(kAlign, n + 2 * kAlign));
-        if (!base) return nullptr;
-        *reinterpret_cast<std::size_t *>(base) = n;
-    }
-    return base + kAlign;
-}
-extern "C" void halide_free(void *, void *p) {
-    if (!p) return;
-    char *base = static_cast<char *>(p) - kAlign;
-    std::size_t n = *reinterpret_cast<std::size_t *>(base);
-    for (std::size_t i = 0; i < kSlots; i++)
-        if (!cache.block[i]) { cache.block[i] = base; cache.size[i] = n; return; }
-    std::free(base);
-}
-"""
-
-
 # ------------------------------------------------------------------------------------------------
 # halide_buffer_t for ctypes
 
@@ -481,9 +437,7 @@ class Kernel:
                 except Exception as e:  # Halide raises RuntimeError / CompileError
                     raise KernelBuildError(f"kernel {self.program.name}: Halide compile failed: {e}") from None
                 so = Path(tmp) / "k.so"
-                (Path(tmp) / "alloc.cpp").write_text(_SCRATCH_ALLOCATOR)
-                cmd = [os.environ.get("CXX", "g++"), "-shared", "-fPIC", "-O2", "-o", str(so), str(Path(tmp) / "alloc.cpp"),
-                       "-Wl,--whole-archive", str(base) + ".a", "-Wl,--no-whole-archive", "-lpthread", "-ldl"]
+                cmd = [os.environ.get("CXX", "g++"), "-shared", "-o", str(so), "-Wl,--whole-archive", str(base) + ".a", "-Wl,--no-whole-archive", "-lpthread", "-ldl"]
                 r = subprocess.run(cmd, capture_output=True, text=True)
                 if r.returncode != 0:
                     raise KernelBuildError(f"kernel {self.program.name}: linking failed: {r.stderr.strip().splitlines()[-1:]}")

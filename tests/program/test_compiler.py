@@ -231,26 +231,3 @@ def test_phase_split_follows_the_grid():
     assert _carried_phase(6, 1, 2) == 3  # Pack by 2 of an X-Trans-phased expression
     assert _carried_phase(2, 12, 6) == 4  # up-sampling by 2 of a phase-2 expression
     assert _carried_phase(6, 6, 6) == 6  # same grid
-
-
-def test_kernels_reuse_scratch_memory_per_thread(tmp_path, monkeypatch):
-    """Kernels carry their own halide_malloc: a freed block is handed out again (not unmapped and
-    mapped afresh for every tile), aligned for vector loads."""
-    import ctypes
-
-    from rawdemosaic.program.compiler import Kernel
-
-    monkeypatch.setenv("RAWDEMOSAIC_CACHE", str(tmp_path))
-    lib = ctypes.CDLL(str(Kernel(_bilinear(), quiet=True).build()))
-    lib.halide_malloc.restype = ctypes.c_void_p
-    lib.halide_malloc.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
-    lib.halide_free.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
-    p = lib.halide_malloc(None, 5 << 20)
-    assert p and p % 64 == 0
-    ctypes.memset(p, 1, 5 << 20)
-    lib.halide_free(None, p)
-    assert lib.halide_malloc(None, 3 << 20) == p  # reused (glibc would have unmapped it)
-    lib.halide_free(None, p)
-    q = lib.halide_malloc(None, 1 << 20)
-    assert q != p  # a block over twice the size is not wasted on a small request
-    lib.halide_free(None, q)
