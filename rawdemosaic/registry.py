@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -180,8 +181,6 @@ def select(entries: Sequence[KernelInfo], cfa: CFA, budget: float | None = None,
 
 def _write_registry(path: Path, doc: Mapping[str, Any]) -> None:
     """Rewrite ``registry.json`` atomically."""
-    import tempfile
-
     fd, tmp = tempfile.mkstemp(prefix=".registry.json.", suffix=".tmp", dir=path.parent)  # own name: no two writers share it
     try:
         with os.fdopen(fd, "w") as f:

@@ -117,15 +117,23 @@ def export_run(run_dir: str | Path, into: str | Path | None = None, top: int | N
                 if not quiet:
                     print(f"export: candidate {c.id}: trained program from {f}")
     todo = [E.Job(c.id, c.program, s.seed * 1_000_003 + c.id + 500_000, None) for c in finalists if c.id not in results]
-    if todo:
-        ex = executor if executor is not None else (_ProcessExecutor(jobs) if jobs > 1 and len(todo) > 1 else (E.make_executor(s.config) if len(todo) > 1 else E.SerialExecutor()))
-        for r in ex.map(trainer, todo):
-            if "error" not in r and math.isfinite(r["psnr"]):
-                p = r["program"]
-                r["full_train"] = {"val_psnr": r["psnr"], **p.meta.get("full_train", {}), "overrides": overrides}
-                if tdir is not None:
-                    Program(p.name, p.cfa, p.nodes, p.output, p.weights, {**p.meta, "full_train": r["full_train"]}).save(tdir / f"c{r['id']}.json")
-            results[r["id"]] = r
+
+    def keep(r: dict) -> None:  # as soon as a finalist is trained: an interruption loses only those in flight
+        if "error" not in r and math.isfinite(r["psnr"]):
+            p = r["program"]
+            r["full_train"] = {"val_psnr": r["psnr"], **p.meta.get("full_train", {}), "overrides": overrides}
+            if tdir is not None:
+                Program(p.name, p.cfa, p.nodes, p.output, p.weights, {**p.meta, "full_train": r["full_train"]}).save(tdir / f"c{r['id']}.json")
+        results[r["id"]] = r
+
+    if executor is not None or (len(todo) > 1 and jobs <= 1 and s.config["ray"].get("enabled", True)):
+        for r in (executor or E.make_executor(s.config)).map(trainer, todo):
+            keep(r)
+    elif jobs > 1 and len(todo) > 1:
+        _ProcessExecutor(jobs).map(trainer, todo, on_result=keep)
+    else:
+        for j in todo:
+            keep(E._train_job(trainer, j))
     if train_only:
         return []
     from .export import export_entry
@@ -191,14 +199,18 @@ class _ProcessExecutor:
     def __init__(self, n: int):
         self.n = int(n)
 
-    def map(self, trainer, jobs, bar=None) -> list[dict]:
+    def map(self, trainer, jobs, bar=None, on_result=None) -> list[dict]:
         import concurrent.futures as cf
         import multiprocessing as mp
 
         from . import evolve as E
 
+        res = []
         with cf.ProcessPoolExecutor(max_workers=min(self.n, len(jobs)), mp_context=mp.get_context("spawn")) as pool:
-            res = list(pool.map(E._train_job, [trainer] * len(jobs), jobs))
+            for fut in cf.as_completed([pool.submit(E._train_job, trainer, j) for j in jobs]):
+                res.append(fut.result())
+                if on_result is not None:
+                    on_result(res[-1])
         return sorted(res, key=lambda r: r["id"])
 
 

@@ -244,9 +244,17 @@ def test_export_trains_elsewhere_and_resumes_from_trained_finalists(tmp_path):
         calls.append(seed)
         return fake_trainer(program, seed, init_from)
 
+    def interrupted(program, seed, init_from):
+        if calls:
+            raise KeyboardInterrupt  # the session ends during the second finalist
+        return counting(program, seed, init_from)
+
+    with pytest.raises(KeyboardInterrupt):
+        export_run(run_dir, reg, top=2, trainer=interrupted, trained_dir=tdir, train_only=True, quiet=True)
+    assert len(list(tdir.glob("c*.json"))) == len(calls) == 1  # the first one was kept
     assert export_run(run_dir, reg, top=2, trainer=counting, trained_dir=tdir, train_only=True, quiet=True) == []
     saved = sorted(tdir.glob("c*.json"))
-    assert len(saved) == len(calls) == 2 and not reg.exists()
+    assert len(saved) == len(calls) == 2 and not reg.exists()  # resumed: only the second trained
 
     def must_not_train(program, seed, init_from):
         raise AssertionError("trained again")
