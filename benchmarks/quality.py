@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 
 from rawdemosaic.cfa import CFA, CFAPattern  # noqa: E402
-from rawdemosaic.evaluate import TEST_SETS, TRAIN_SETS, data_dir, load_images, split_files  # noqa: E402
+from rawdemosaic.evaluate import TEST_SETS, TRAIN_SETS, data_dir, image_files, load_images, split_files  # noqa: E402
 
 SETS = ("kodak24", "mcmaster18")
 BAYER = CFAPattern(CFA.BAYER, 0, 0)  # RGGB
@@ -78,11 +78,7 @@ PATTERNS = {"bayer": BAYER, "xtrans": XTRANS}
 def validation_files() -> tuple[list[Path], str]:
     """The training corpus' validation images: the search's own split (:func:`rawdemosaic.evaluate.split_files`),
     never seen in training or selection."""
-    files = []
-    for sub in TRAIN_SETS:
-        d = data_dir() / sub
-        if d.is_dir():
-            files += sorted(f for f in d.iterdir() if f.suffix.lower() in (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp"))
+    files = [f for sub in TRAIN_SETS if (data_dir() / sub).is_dir() for f in image_files(data_dir() / sub)]
     return split_files(files)[1], "rawdemosaic.evaluate.split_files (the search's validation split)"
 
 

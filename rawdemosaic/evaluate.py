@@ -14,12 +14,13 @@ import numpy as np
 
 from .cfa import CFAPattern, as_pattern, mosaic
 
-__all__ = ["cpsnr", "data_dir", "load_images", "evaluate", "split_files", "TEST_SETS", "TRAIN_SETS", "VAL_EVERY", "srgb_to_linear", "linear_to_srgb"]
+__all__ = ["cpsnr", "data_dir", "load_images", "evaluate", "image_files", "split_files", "TEST_SETS", "TRAIN_SETS", "VAL_EVERY", "IMAGE_EXTS", "srgb_to_linear", "linear_to_srgb"]
 
 TEST_SETS = {"kodak24": "test/kodak24", "mcmaster18": "test/mcmaster18"}
 TRAIN_SETS = ("train/urban100", "train/wed100")  # the search's training corpus (its validation split: split_files)
 VAL_EVERY = 10
 CROP = 16
+IMAGE_EXTS = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
 
 
 def data_dir() -> Path:
@@ -30,6 +31,11 @@ def data_dir() -> Path:
     return Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
+def image_files(d: Path) -> list[Path]:
+    """The image files (:data:`IMAGE_EXTS`) of directory ``d``, sorted."""
+    return sorted(f for f in Path(d).iterdir() if f.suffix.lower() in IMAGE_EXTS)
+
+
 def load_images(subdir: str | Path, limit: int | None = None) -> list[np.ndarray]:
     """Images of a directory (relative to :func:`data_dir` unless absolute) as float32 RGB in [0, 1]."""
     from PIL import Image
@@ -37,7 +43,7 @@ def load_images(subdir: str | Path, limit: int | None = None) -> list[np.ndarray
     d = Path(subdir)
     if not d.is_absolute():
         d = data_dir() / d
-    files = sorted(f for f in d.iterdir() if f.suffix.lower() in (".png", ".tif", ".tiff", ".jpg", ".bmp"))
+    files = image_files(d)
     if not files:
         raise FileNotFoundError(f"no images in {d}")
     out = []

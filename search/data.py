@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from rawdemosaic.cfa import CFA, CFAPattern, mosaic
-from rawdemosaic.evaluate import TRAIN_SETS, VAL_EVERY, data_dir, split_files, srgb_to_linear
+from rawdemosaic.evaluate import TRAIN_SETS, VAL_EVERY, data_dir, image_files, split_files, srgb_to_linear
 
 __all__ = [
     "PatchDataset",
@@ -53,7 +53,6 @@ __all__ = [
 ]
 
 DEFAULT_TRAIN_DIRS = TRAIN_SETS
-_EXTS = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
 _IMAGE_CACHE: dict[str, np.ndarray] = {}  # resolved path -> uint8 RGB (decoded once per process)
 
 
@@ -79,7 +78,7 @@ def list_images(image_dirs: Sequence[str | Path] | None = None) -> list[Path]:
         p = _resolve_dir(d)
         if not p.is_dir():
             raise FileNotFoundError(f"no image directory {p}")
-        files.extend(sorted(f for f in p.iterdir() if f.suffix.lower() in _EXTS))
+        files.extend(image_files(p))
     if not files:
         raise FileNotFoundError(f"no images in {list(image_dirs or DEFAULT_TRAIN_DIRS)}")
     return files
