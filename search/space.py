@@ -45,6 +45,7 @@ __all__ = [
     "MUTATIONS",
     "EXTRA_OPS",
     "seed_programs",
+    "deep_net",
     "residual_net",
     "default_chroma",
     "compose",
@@ -269,12 +270,62 @@ def residual_net(cfa: CFA | str, width: int = 8, depth: int = 1, chroma_width: i
     return _build(f"seed_residual_{cfa.value}_{width}x{depth}", cfa, g, c, np.random.default_rng(seed + 2), {"seed": "residual_net"})
 
 
-def seed_programs(cfa: CFA | str, width: int = 8, seed: int = 0, residual: Sequence[Sequence[int]] = ()) -> list[Program]:
-    """The seed programs of a CFA: a demosaicnet-like network, multi-resolution interpolation, and a
-    :func:`residual_net` per ``(width, depth[, chroma_width])`` in ``residual`` (one per cost tier, say)."""
+def deep_net(cfa: CFA | str, width: int = 16, depth: int = 3, chroma_width: int | None = None, chroma_depth: int | None = None, seed: int = 0) -> Program:
+    """:func:`residual_net` made deep and cheap: blueprint-separable (:class:`BSConv`) residual blocks.
+
+    Green: ``Add(Conv(pack), head(trunk))`` where the trunk is ``BSConv`` then ``depth`` blocks
+    ``x + ReLU(BSConv(x))``; chroma reads ``Stack(differences, green trunk)`` through the same kind of
+    trunk. A 3x3 dense conv on ``W`` packed channels costs ``9 W^2 / p^2`` per pixel, a BSConv block
+    ``(W^2 + 11 W) / p^2``, so depth (non-linearity) comes at a fraction of the dense cost.
+
+    References
+    ----------
+    .. [1] D. Haase, M. Amthor, "Rethinking depthwise separable convolutions", CVPR 2020.
+    .. [2] K. He et al., "Deep residual learning for image recognition", CVPR 2016.
+    """
+    cfa = CFA(cfa)
+    pp = cfa.period**2
+    k = 3 if cfa is CFA.BAYER else 1
+    cw = chroma_width or width
+    cd = depth if chroma_depth is None else chroma_depth
+
+    def trunk(part: str, src: str, w: int, n: int) -> tuple[list[Node], str]:
+        nodes = [N(f"{part}_e", "BSConv", (src,), {"out_channels": w}), N(f"{part}_er", "ReLU", (f"{part}_e",))]
+        prev = f"{part}_er"
+        for i in range(n):
+            nodes += [
+                N(f"{part}_b{i}", "BSConv", (prev,), {"out_channels": w}),
+                N(f"{part}_r{i}", "ReLU", (f"{part}_b{i}",)),
+                N(f"{part}_s{i}", "Add", (prev, f"{part}_r{i}")),
+            ]
+            prev = f"{part}_s{i}"
+        return nodes, prev
+
+    gt, g_last = trunk("g", "g_pack", width, depth)
+    g = [N("g_pack", "Pack", ("mosaic",)), N("g_lin", "Conv2D", ("g_pack",), {"out_channels": pp, "kernel": k})] + gt + [
+        N("g_res", "BSConv", (g_last,), {"out_channels": pp}),
+        N("g_out", "Add", ("g_lin", "g_res")),
+    ]
+    ct, c_last = trunk("c", "c_in", cw, cd)
+    c = _chroma_input(pp) + [
+        N("c_lin", "Conv2D", ("c_d",), {"out_channels": 2 * pp, "kernel": k}),
+        N("c_in", "Stack", ("c_d", g_last)),
+    ] + ct + [
+        N("c_res", "BSConv", (c_last,), {"out_channels": 2 * pp}),
+        N("c_out", "Add", ("c_lin", "c_res")),
+    ]
+    return _build(f"seed_deep_{cfa.value}_{width}x{depth}", cfa, g, c, np.random.default_rng(seed + 3), {"seed": "deep_net"})
+
+
+def seed_programs(cfa: CFA | str, width: int = 8, seed: int = 0, residual: Sequence[Sequence[int]] = (), deep: Sequence[Sequence[int]] = ()) -> list[Program]:
+    """The seed programs of a CFA: a demosaicnet-like network, multi-resolution interpolation, a
+    :func:`residual_net` per ``(width, depth[, chroma_width])`` in ``residual`` (one per cost tier, say)
+    and a :func:`deep_net` per ``(width, depth[, chroma_width, chroma_depth])`` in ``deep``."""
     seeds = [demosaicnet_like(cfa, width=width, seed=seed), weighted_interp(cfa, low_width=width, seed=seed)]
     for r in residual:
         seeds.append(residual_net(cfa, *[int(v) for v in r], seed=seed))
+    for r in deep:
+        seeds.append(deep_net(cfa, *[int(v) for v in r], seed=seed))
     return seeds
 
 

@@ -14,7 +14,7 @@ MUTATION_NAMES = [k for k in S.MUTATIONS if k != "green_swap"]
 
 def _programs(cfa: str) -> list[Program]:
     """Seeds plus a few random descendants (including resolution changes with factor 4)."""
-    seeds = S.seed_programs(cfa, width=4, seed=1)
+    seeds = S.seed_programs(cfa, width=4, seed=1, deep=[(4, 2)])
     rng = np.random.default_rng(5)
     sp = S.SpaceConfig(cfa=cfa, mode="joint", max_cost=1e9, max_radius=10**6)
     out = list(seeds)
@@ -261,3 +261,26 @@ def test_compose_and_part_costs():
     for key in p.weights:
         src = g if key.startswith("g_") else c
         assert np.array_equal(p.weights[key], src.weights[key])
+
+
+@pytest.mark.parametrize("cfa", ["bayer", "xtrans"])
+def test_deep_net_structure_and_cost(cfa):
+    """BSConv blocks ``x + ReLU(BSConv(x))``: cost grows by one block's count per level of depth."""
+    pp = CFA(cfa).period ** 2
+    w, cw = 8, 12
+    shallow, deep = S.deep_net(cfa, w, 1, cw, 1), S.deep_net(cfa, w, 3, cw, 2)
+    ops = [n.op for n in deep.nodes]
+    assert ops.count("BSConv") == (1 + 3 + 1) + (1 + 2 + 1) and ops.count("ReLU") == (1 + 3) + (1 + 2)
+    block = lambda c: (c * c + 9 * c + c + 2 * c) / pp  # pointwise, depthwise 3x3, bias, ReLU, Add
+    assert deep.cost() - shallow.cost() == pytest.approx(2 * block(w) + block(cw))
+    # the chroma trunk reads the green trunk (joint), and the programs are well formed
+    c_in = deep.node("c_in")
+    assert c_in.op == "Stack" and c_in.inputs == ("c_d", "g_s2")
+    assert deep.shapes()["rgb"].channels == 3
+
+
+def test_deep_seeds_from_config():
+    seeds = S.seed_programs("bayer", width=4, residual=[(8, 1)], deep=[(8, 2), (8, 1, 12, 3)])
+    names = [p.name for p in seeds]
+    assert names[-2:] == ["seed_deep_bayer_8x2", "seed_deep_bayer_8x1"]
+    assert [n.op for n in seeds[-1].nodes].count("Add") == 1 + 3 + 2  # blocks + the two output sums
