@@ -276,7 +276,8 @@ def deep_net(cfa: CFA | str, width: int = 16, depth: int = 3, chroma_width: int 
     Green: ``Add(Conv(pack), head(trunk))`` where the trunk is ``BSConv`` then ``depth`` blocks
     ``x + ReLU(BSConv(x))``; chroma reads ``Stack(differences, green trunk)`` through the same kind of
     trunk. A 3x3 dense conv on ``W`` packed channels costs ``9 W^2 / p^2`` per pixel, a BSConv block
-    ``(W^2 + 11 W) / p^2``, so depth (non-linearity) comes at a fraction of the dense cost.
+    ``(W^2 + 12 W) / p^2`` (pointwise, depthwise 3x3, bias, ReLU, Add), so depth (non-linearity) comes at a
+    fraction of the dense cost.
 
     References
     ----------
