@@ -126,14 +126,14 @@ def export_run(run_dir: str | Path, into: str | Path | None = None, top: int | N
                 Program(p.name, p.cfa, p.nodes, p.output, p.weights, {**p.meta, "full_train": r["full_train"]}).save(tdir / f"c{r['id']}.json")
         results[r["id"]] = r
 
-    if executor is not None or (len(todo) > 1 and jobs <= 1 and s.config["ray"].get("enabled", True)):
-        for r in (executor or E.make_executor(s.config)).map(trainer, todo):
-            keep(r)
-    elif jobs > 1 and len(todo) > 1:
-        _ProcessExecutor(jobs).map(trainer, todo, on_result=keep)
-    else:
-        for j in todo:
-            keep(E._train_job(trainer, j))
+    if executor is None:
+        if jobs > 1 and len(todo) > 1:
+            executor = E.ProcessExecutor(jobs)
+        elif len(todo) > 1 and s.config["ray"].get("enabled", True):
+            executor = E.make_executor(s.config)
+        else:
+            executor = E.SerialExecutor()
+    executor.map(trainer, todo, on_result=keep)
     if train_only:
         return []
     from .export import export_entry
@@ -191,27 +191,6 @@ def export_run(run_dir: str | Path, into: str | Path | None = None, top: int | N
             print("export: dropped (a cheaper entry is as good on some test set): " + ", ".join(sorted(dropped)))
         written = [w for w in written if w.name not in dropped]
     return written
-
-
-class _ProcessExecutor:
-    """Finalists trained in ``n`` worker processes (spawned, so CUDA works in them); one GPU is shared."""
-
-    def __init__(self, n: int):
-        self.n = int(n)
-
-    def map(self, trainer, jobs, bar=None, on_result=None) -> list[dict]:
-        import concurrent.futures as cf
-        import multiprocessing as mp
-
-        from . import evolve as E
-
-        res = []
-        with cf.ProcessPoolExecutor(max_workers=min(self.n, len(jobs)), mp_context=mp.get_context("spawn")) as pool:
-            for fut in cf.as_completed([pool.submit(E._train_job, trainer, j) for j in jobs]):
-                res.append(fut.result())
-                if on_result is not None:
-                    on_result(res[-1])
-        return sorted(res, key=lambda r: r["id"])
 
 
 class FullTrainer:

@@ -337,13 +337,40 @@ def _train_job(trainer, job: Job) -> dict:
     return out
 
 
+# Executors: ``map(trainer, jobs, bar=None, on_result=None)`` trains the jobs and returns their results by
+# id; ``on_result(result)`` is called as each one finishes (the export saves finalists that way).
+
+
 class SerialExecutor:
-    def map(self, trainer, jobs: Sequence[Job], bar=None) -> list[dict]:
+    def map(self, trainer, jobs: Sequence[Job], bar=None, on_result=None) -> list[dict]:
         res = []
         for j in jobs:
             res.append(_train_job(trainer, j))
+            if on_result is not None:
+                on_result(res[-1])
             if bar is not None:
                 bar.update(1)
+        return sorted(res, key=lambda r: r["id"])
+
+
+class ProcessExecutor:
+    """Jobs in ``n`` worker processes (spawned, so CUDA works in them; one GPU is shared), no Ray needed."""
+
+    def __init__(self, n: int):
+        self.n = int(n)
+
+    def map(self, trainer, jobs: Sequence[Job], bar=None, on_result=None) -> list[dict]:
+        import concurrent.futures as cf
+        import multiprocessing as mp
+
+        res = []
+        with cf.ProcessPoolExecutor(max_workers=max(1, min(self.n, len(jobs))), mp_context=mp.get_context("spawn")) as pool:
+            for fut in cf.as_completed([pool.submit(_train_job, trainer, j) for j in jobs]):
+                res.append(fut.result())
+                if on_result is not None:
+                    on_result(res[-1])
+                if bar is not None:
+                    bar.update(1)
         return sorted(res, key=lambda r: r["id"])
 
 
@@ -362,14 +389,17 @@ class RayExecutor:
         gpus = ray.cluster_resources().get("GPU", 0)
         self.remote = ray.remote(_train_job).options(num_cpus=1, num_gpus=gpus_per_task if gpus else 0, max_retries=1)
 
-    def map(self, trainer, jobs: Sequence[Job], bar=None) -> list[dict]:
+    def map(self, trainer, jobs: Sequence[Job], bar=None, on_result=None) -> list[dict]:
         ray = self.ray
         tref = ray.put(trainer)
         pending = [self.remote.remote(tref, j) for j in jobs]
         res = []
         while pending:
             done, pending = ray.wait(pending, num_returns=1)
-            res += ray.get(done)
+            got = ray.get(done)
+            res += got
+            for r in got if on_result is not None else ():
+                on_result(r)
             if bar is not None:
                 bar.update(len(done))
         return sorted(res, key=lambda r: r["id"])
