@@ -170,6 +170,7 @@ def build_pipeline(program: Program, in_dtype: str = "float32", out_dtype: str =
     inline = _read_once(program)
     nodes: dict[str, HNode] = {}
     heavy: list[tuple[HNode, int]] = []  # materialised funcs and their phase modulus
+    stacks: list[tuple[Any, int, int]] = []  # dense convolutions' materialised inputs: (func, modulus, channels)
     phase: dict[str, int] = {}  # phase modulus a node's *expression* carries when inlined
     for n in program.live_nodes():
         op = get_op(n.op)
@@ -178,9 +179,20 @@ def build_pipeline(program: Program, in_dtype: str = "float32", out_dtype: str =
             nodes[n.id] = HNode(mosaic, Shape(1, 1))
             phase[n.id] = 1
             continue
-        builders = op.halide([nodes[i] for i in n.inputs], params, program.node_weights(n), ctx)
         materialised = op.heavy and n.id != program.output and n.id not in inline
-        node = ctx.define(f"{n.op.lower()}_{_safe(n.id)}", builders, materialised, shapes[n.id])
+        name = f"{n.op.lower()}_{_safe(n.id)}"
+        form = op.dense(params, program.node_weights(n)) if materialised and hasattr(op, "dense") else None
+        if form is not None and _dense_worthwhile(*form):
+            (src,) = n.inputs
+            node, stack = _dense_conv(hl, name, nodes[src], *form, shapes[n.id])
+            if stack is not None:  # the input, materialised with the phase its expression carries
+                stacks.append((stack, _carried_phase(phase[src], shapes[src].scale, shapes[n.id].scale), shapes[src].channels))
+            nodes[n.id] = node
+            heavy.append((node, 1))
+            phase[n.id] = 1
+            continue
+        builders = op.halide([nodes[i] for i in n.inputs], params, program.node_weights(n), ctx)
+        node = ctx.define(name, builders, materialised, shapes[n.id])
         own = 1
         if n.op in _PHASE_OPS:
             own = params.get("factor") or p
@@ -201,8 +213,53 @@ def build_pipeline(program: Program, in_dtype: str = "float32", out_dtype: str =
     else:
         out[c, x, y] = hl.saturating_cast(hl.UInt(16), val * 65535.0 + 0.5)
 
-    _schedule(hl, out, ext, heavy, ctx.helpers, phase[program.output], program, x, y, c)
+    _schedule(hl, out, ext, heavy, ctx.helpers, stacks, phase[program.output], program, x, y, c)
     return hl.Pipeline(out), [inp]
+
+
+_DENSE_MIN_FANIN = 16  # taps x input channels below which constant-weight expressions are as good
+_DENSE_MIN_DENSITY = 0.75  # sparser (pruned) layers keep the expressions, which skip zero weights
+
+
+def _dense_worthwhile(wt: np.ndarray, bias: np.ndarray, taps: list[tuple[int, int]]) -> bool:
+    return wt.shape[1] * wt.shape[2] >= _DENSE_MIN_FANIN and np.count_nonzero(wt) >= _DENSE_MIN_DENSITY * wt.size
+
+
+def _dense_block(o: int) -> tuple[int, int]:
+    """Register block ``(K, U)``: K output channels times U vectors of x accumulate in registers."""
+    k = next(k for k in (8, 4, 2, 1) if o % k == 0)
+    return k, min(4, 16 // k)
+
+
+def _dense_conv(hl: Any, name: str, src: HNode, wt: np.ndarray, bias: np.ndarray, taps: list[tuple[int, int]], shape: Shape) -> tuple[HNode, Any]:
+    """Lower an ungrouped convolution as a reduction over (tap, input channel), weights in a buffer.
+
+    Returns the node (one Func over ``(x, y, c)``, ``c`` stored) and the Func materialising its input
+    (``None`` when the input is itself a dense convolution's output). The schedule (:func:`_schedule`)
+    keeps a block of ``K`` output channels times ``U`` vectors of x in registers while the reduction
+    runs, so each input vector loaded feeds ``K`` multiply-adds: unlike one expression per output channel,
+    whose hundreds of terms spill, and whose compile time grows with the layer's width.
+    """
+    x, y, c = hl.Var("x"), hl.Var("y"), hl.Var("c")
+    o, cin, t = wt.shape
+    if src.dense is not None:
+        stack = None
+        inp = src.func
+    else:
+        stack = hl.Func(f"{name}_in")
+        stack[x, y, c] = src.func[x, y, c] if src.parts is None else hl.mux(c, [src(ci, x, y) for ci in range(cin)])
+        inp = stack
+    w = hl.Buffer(np.ascontiguousarray(wt, np.float32), f"{name}_w")  # numpy (O, Cin, T) -> Halide [t, ci, o]
+    b = hl.Buffer(np.ascontiguousarray(bias, np.float32), f"{name}_b")
+    r = hl.RDom([(0, t), (0, cin)], f"{name}_r")
+    dx = hl.mux(r.x, [int(d) for _, d in taps]) if t > 1 else hl.i32(taps[0][1])
+    dy = hl.mux(r.x, [int(d) for d, _ in taps]) if t > 1 else hl.i32(taps[0][0])
+    acc = hl.Func(f"{name}_acc")
+    acc[x, y, c] = b[c]
+    acc[x, y, c] += w[r.x, r.y, c] * inp[x + dx, y + dy, r.y]
+    f = hl.Func(name)
+    f[x, y, c] = acc[x, y, c]
+    return HNode(f, shape, dense=(acc, r, o, *_dense_block(o))), stack
 
 
 def _carried_phase(mod: int, s_in: int, s_out: int) -> int:
@@ -284,7 +341,7 @@ def _out_modulus(program: Program) -> int:
     return math.lcm(*mods)
 
 
-def _schedule(hl, out, ext, heavy, helpers, out_mod, program, x, y, c) -> None:
+def _schedule(hl, out, ext, heavy, helpers, stacks, out_mod, program, x, y, c) -> None:
     p = program.period
     m = math.lcm(out_mod, p)
     vec = _VEC
@@ -322,8 +379,23 @@ def _schedule(hl, out, ext, heavy, helpers, out_mod, program, x, y, c) -> None:
         else:
             f.vectorize(x, _VEC_MAT, hl.TailStrategy.RoundUp)
 
+    def dense(node) -> None:
+        """A dense convolution: per tile, blocks of K channels by U vectors of x accumulate in registers."""
+        f, (acc, r, o, k, u) = node.func, node.dense
+        f.compute_at(out, tile).bound(c, 0, o)
+        fxo, fxi, fco, fci = hl.Var(), hl.Var(), hl.Var(), hl.Var()
+        f.split(x, fxo, fxi, _VEC_MAT * u, hl.TailStrategy.RoundUp).split(c, fco, fci, k)
+        f.reorder(fxi, fci, fxo, y, fco).vectorize(fxi, _VEC_MAT).unroll(fxi).unroll(fci)
+        acc.compute_at(f, fxo).vectorize(x, _VEC_MAT).unroll(x).unroll(c)
+        acc.update().reorder(x, c, r.x, r.y, y).vectorize(x, _VEC_MAT).unroll(x).unroll(c).unroll(r.x)
+
     materialise(ext, 1, channels=1)
+    for f, mod, channels in stacks:
+        materialise(f, mod, channels=channels)
     for node, mod in heavy:
+        if node.dense is not None:
+            dense(node)
+            continue
         for f in node.funcs():
             materialise(f, mod)
     for h in helpers:

@@ -190,13 +190,15 @@ class HNode:
 
     Either one ``Func`` over ``(x, y, c)`` (``func``; inlined nodes), or, for materialised nodes,
     ``parts``: Funcs over ``(x, y)`` each computing a Tuple of up to :data:`CHANNEL_BLOCK` consecutive
-    channels in one loop body, so the channels share their input loads.
+    channels in one loop body, so the channels share their input loads. A dense convolution
+    (``dense`` set) is one materialised ``func`` over ``(x, y, c)`` with ``c`` a stored dimension.
     """
 
-    def __init__(self, func: Any, shape: Shape, parts: list[tuple[Any, int]] | None = None):
+    def __init__(self, func: Any, shape: Shape, parts: list[tuple[Any, int]] | None = None, dense: Any = None):
         self.func = func
         self.shape = shape
         self.parts = parts
+        self.dense = dense  # a dense convolution's scheduling handles (see the compiler), else None
 
     def __call__(self, c: int, x: Any, y: Any) -> Any:
         if self.parts is None:
@@ -688,6 +690,19 @@ class _Conv(Op):
         wt = w["weight"].reshape(w["weight"].shape[0], w["weight"].shape[1], len(dys), len(dxs))
         dil = (dys[1] - dys[0] if len(dys) > 1 else 1, dxs[1] - dxs[0] if len(dxs) > 1 else 1)
         return F.conv2d(xs[0], wt, w.get("bias"), padding=(-dys[0], -dxs[0]), dilation=dil, groups=p["groups"])
+
+    def dense(self, p, w) -> tuple[np.ndarray, np.ndarray, list[tuple[int, int]]] | None:
+        """``(weight (O, Cin, taps), bias (O,), taps)`` of an ungrouped convolution, else ``None``.
+
+        The compiler lowers such a layer as one reduction over (tap, input channel) with the weights in
+        a buffer (:func:`rawdemosaic.program.compiler._dense_conv`) instead of one constant-weight
+        expression per output channel.
+        """
+        if p["groups"] != 1:
+            return None
+        wt = self._flat(w, p)
+        bias = np.asarray(w["bias"], np.float32) if p["bias"] else np.zeros(wt.shape[0], np.float32)
+        return wt, bias, self.taps(p)
 
     def halide(self, xs, p, w, ctx):
         n = xs[0]

@@ -231,3 +231,45 @@ def test_phase_split_follows_the_grid():
     assert _carried_phase(6, 1, 2) == 3  # Pack by 2 of an X-Trans-phased expression
     assert _carried_phase(2, 12, 6) == 4  # up-sampling by 2 of a phase-2 expression
     assert _carried_phase(6, 6, 6) == 6  # same grid
+
+
+def _dense_program(cfa: CFA):
+    """Ungrouped convolutions in every position the dense lowering meets: reading a materialised grouped
+    layer (Tuple blocks), another dense layer directly, and a full-resolution stack that carries the CFA
+    phase; 3x3, 5x5 without bias and a 1-D layer; output widths 8, p^2, 6 and 2 (every register block)."""
+    from rawdemosaic.program.graph import Node as N
+    from rawdemosaic.program.graph import Program
+    from rawdemosaic.program.zoo import random_weights
+
+    pp = cfa.period**2
+    nodes = (
+        N("mosaic", "Input"),
+        N("packed", "Pack", ("mosaic",)),
+        N("h", "Conv1x1", ("packed",), {"out_channels": 8, "groups": 2}),
+        N("g0", "Conv2D", ("h",), {"out_channels": 8}),
+        N("g1", "Conv2D", ("g0",), {"out_channels": pp}),
+        N("green", "GreenInsert", ("mosaic", "g1")),
+        N("s", "Stack", ("green", "mosaic")),
+        N("f0", "Conv2D", ("s",), {"out_channels": 6, "kernel": 5, "bias": False}),
+        N("f1", "Conv1D", ("f0",), {"out_channels": 2, "kernel": 7, "axis": "y"}),
+        N("rgb", "ChromaInsert", ("mosaic", "green", "f1"), {"mode": "diff"}),
+    )
+    return Program(f"dense_{cfa.value}", cfa, nodes, "rgb", random_weights(nodes, cfa, np.random.default_rng(3)))
+
+
+@pytest.mark.parametrize("cfa", [CFA.BAYER, CFA.XTRANS])
+def test_dense_convolutions_match_reference_in_every_phase(cfa, monkeypatch):
+    from rawdemosaic.program import compiler
+
+    prog = _dense_program(cfa)
+    lowered = []
+    real = compiler._dense_conv
+    monkeypatch.setattr(compiler, "_dense_conv", lambda hl, name, *a: lowered.append(name) or real(hl, name, *a))
+    compiler.build_pipeline(prog)
+    assert sorted(lowered) == ["conv1d_f1", "conv2d_f0", "conv2d_g0", "conv2d_g1"]
+    k = Kernel(prog, quiet=True)
+    rng = np.random.default_rng(1)
+    for dy, dx in PHASES[cfa][:: 1 if cfa is CFA.BAYER else 7]:
+        pat = CFAPattern(cfa, dy, dx)
+        m = rng.random((45 + dy, 70 + dx)).astype(np.float32)
+        assert np.abs(k(m, pat) - run_reference(prog, m, pat)).max() <= 1e-4
