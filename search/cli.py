@@ -4,7 +4,7 @@ Subcommands::
 
     run     --cfa bayer|xtrans --config FILE --out DIR [--seed N] [--ray-address ADDR]
     resume  DIR [--ray-address ADDR]
-    export  DIR [--into DIR] [--top N] [--steps N] [--sets kodak24 mcmaster18] [--limit N]
+    export  DIR [--into DIR] [--top N | --ids ID ...] [--steps N] [--sets kodak24 mcmaster18] [--limit N]
             [--set KEY=VALUE ...] [--trained DIR [--train-only]] [--jobs N]
     report  [--models DIR] [--runs DIR ...] --out front.png
 
@@ -70,11 +70,12 @@ def parse_overrides(items: Sequence[str]) -> dict:
     return out
 
 
-def export_run(run_dir: str | Path, into: str | Path | None = None, top: int | None = None, steps: int | None = None, sets: Sequence[str] | None = None, limit: int | None = None, trainer=None, executor=None, quiet: bool = False, prune: bool = True, overrides: dict | None = None, trained_dir: str | Path | None = None, train_only: bool = False, jobs: int = 1) -> list:
+def export_run(run_dir: str | Path, into: str | Path | None = None, top: int | None = None, steps: int | None = None, sets: Sequence[str] | None = None, limit: int | None = None, trainer=None, executor=None, quiet: bool = False, prune: bool = True, overrides: dict | None = None, trained_dir: str | Path | None = None, train_only: bool = False, jobs: int = 1, ids: Sequence[int] | None = None) -> list:
     """Full-train the finalists of a run's front and add them to the registry ``into``.
 
     Finalists: the Pareto front of the final population (cost vs validation PSNR), up to ``top`` of
-    them spread over the cost range. With ``prune`` the registry is then pruned to a strictly monotone
+    them spread over the cost range; or the candidates of the final population numbered ``ids`` (a short
+    selection's PSNR is a weak ranking of wide programs, which converge more slowly). With ``prune`` the registry is then pruned to a strictly monotone
     front (:func:`rawdemosaic.registry.prune_dominated`), so dominated finalists are not kept. ``trainer(program, seed, init_from) -> (program, psnr)`` overrides
     full training (tests); ``limit`` measures on the first ``limit`` images of each set only (then the
     quality keys are ``"<set>@<limit>"``, so they never pass for full-set numbers).
@@ -99,7 +100,14 @@ def export_run(run_dir: str | Path, into: str | Path | None = None, top: int | N
     sets = list(sets if sets is not None else ec["sets"])
     limit = limit if limit is not None else ec.get("limit")
     into = Path(into) if into is not None else default_models_dir()
-    finalists = _spread(E.front(st.population), top)
+    if ids:
+        by_id = {c.id: c for c in st.population}
+        missing = sorted(set(ids) - set(by_id))
+        if missing:
+            raise ValueError(f"{run_dir}: candidates {missing} are not in the final population ({sorted(by_id)})")
+        finalists = [by_id[i] for i in ids]
+    else:
+        finalists = _spread(E.front(st.population), top)
     if trainer is None:
         tcfg = {**s.config["train"], **{k: ec[k] for k in _EXPORT_TRAIN_KEYS if k in ec}}
         tcfg["steps"] = int(steps if steps is not None else ec["steps"])
@@ -238,6 +246,7 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("dir")
     e.add_argument("--into", default=None, help="registry directory (default: $RAWDEMOSAIC_MODELS or models/)")
     e.add_argument("--top", type=int, default=None)
+    e.add_argument("--ids", type=int, nargs="+", default=None, help="export these candidates of the final population instead of the front")
     e.add_argument("--steps", type=int, default=None, help="full-training steps (default: the config's [export] steps)")
     e.add_argument("--sets", nargs="+", default=None)
     e.add_argument("--limit", type=int, default=None, help="measure on the first N images of each set only")
@@ -272,7 +281,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.train_only and not args.trained:
                 raise ValueError("--train-only needs --trained DIR (where the trained finalists go)")
             written = export_run(args.dir, args.into, args.top, args.steps, args.sets, args.limit, quiet=args.quiet,
-                                 overrides=parse_overrides(args.overrides), trained_dir=args.trained, train_only=args.train_only, jobs=args.jobs)
+                                 overrides=parse_overrides(args.overrides), trained_dir=args.trained, train_only=args.train_only, jobs=args.jobs, ids=args.ids)
             if args.train_only:
                 print(f"trained finalists in {args.trained}")
             else:

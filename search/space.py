@@ -241,17 +241,18 @@ def weighted_interp(cfa: CFA | str, k: int = 2, low_width: int = 8, seed: int = 
     return _build(f"seed_interp_{cfa.value}", cfa, g, c, np.random.default_rng(seed + 1), {"seed": "weighted_interp"})
 
 
-def residual_net(cfa: CFA | str, width: int = 8, depth: int = 1, chroma_width: int | None = None, seed: int = 0) -> Program:
+def residual_net(cfa: CFA | str, width: int = 8, depth: int = 1, chroma_width: int | None = None, head_kernel: int | None = None, seed: int = 0) -> Program:
     """A learned linear interpolator plus a small packed ReLU network's correction, for green and chroma.
 
     Green: ``Add(Conv(pack), Conv(ReLU(Conv ...)))``; chroma: ``Add(Conv(known differences),
     Conv(ReLU(Conv(Stack(differences, green trunk)))))``: the chroma net reads the green trunk (joint).
-    Linear paths and heads are 3x3 at the Bayer period and 1x1 at the X-Trans one (whose packed cells
-    already span 6x6 pixels and 36 channels).
+    Linear paths and heads are ``head_kernel`` wide: by default 3x3 at the Bayer period and 1x1 at the
+    X-Trans one (whose packed cells already span 6x6 pixels and 36 channels); 3x3 there lets the linear
+    interpolator and the heads reach across cell borders.
     """
     cfa = CFA(cfa)
     pp = cfa.period**2
-    k = 3 if cfa is CFA.BAYER else 1
+    k = head_kernel or (3 if cfa is CFA.BAYER else 1)
     cw = chroma_width or width
     g: list[Node] = [N("g_pack", "Pack", ("mosaic",)), N("g_lin", "Conv2D", ("g_pack",), {"out_channels": pp, "kernel": k})]
     prev = "g_pack"
@@ -267,7 +268,8 @@ def residual_net(cfa: CFA | str, width: int = 8, depth: int = 1, chroma_width: i
         N("c_res", "Conv2D", ("c_r0",), {"out_channels": 2 * pp, "kernel": k}),
         N("c_out", "Add", ("c_lin", "c_res")),
     ]
-    return _build(f"seed_residual_{cfa.value}_{width}x{depth}", cfa, g, c, np.random.default_rng(seed + 2), {"seed": "residual_net"})
+    name = f"seed_residual_{cfa.value}_{width}x{depth}" + (f"_k{head_kernel}" if head_kernel else "")
+    return _build(name, cfa, g, c, np.random.default_rng(seed + 2), {"seed": "residual_net"})
 
 
 def deep_net(cfa: CFA | str, width: int = 16, depth: int = 3, chroma_width: int | None = None, chroma_depth: int | None = None, seed: int = 0) -> Program:
@@ -320,7 +322,7 @@ def deep_net(cfa: CFA | str, width: int = 16, depth: int = 3, chroma_width: int 
 
 def seed_programs(cfa: CFA | str, width: int = 8, seed: int = 0, residual: Sequence[Sequence[int]] = (), deep: Sequence[Sequence[int]] = ()) -> list[Program]:
     """The seed programs of a CFA: a demosaicnet-like network, multi-resolution interpolation, a
-    :func:`residual_net` per ``(width, depth[, chroma_width])`` in ``residual`` (one per cost tier, say)
+    :func:`residual_net` per ``(width, depth[, chroma_width[, head_kernel]])`` in ``residual`` (one per cost tier, say)
     and a :func:`deep_net` per ``(width, depth[, chroma_width, chroma_depth])`` in ``deep``."""
     seeds = [demosaicnet_like(cfa, width=width, seed=seed), weighted_interp(cfa, low_width=width, seed=seed)]
     for r in residual:

@@ -279,3 +279,19 @@ def test_export_jobs_train_in_parallel_processes_with_the_same_result(tmp_path):
     one, two = sorted((tmp_path / "t1").glob("c*.json")), sorted((tmp_path / "t2").glob("c*.json"))
     assert [f.name for f in one] == [f.name for f in two] and len(one) == 2
     assert [Program.load(f).digest() for f in one] == [Program.load(f).digest() for f in two]
+
+
+def test_export_ids_pick_candidates_the_front_would_not(tmp_path):
+    """``--ids`` exports the named candidates of the final population instead of the spread front."""
+    from rawdemosaic.search.cli import _spread, export_run
+
+    cfg = E.load_config(text=CFG % "joint")
+    cfg["search"]["generations"] = 1
+    st = E.run(cfg, tmp_path / "run", cfa="bayer", seed=5, trainer=fake_trainer, executor=E.SerialExecutor(), quiet=True)
+    default = {c.id for c in _spread(E.front(st.population), 1)}
+    pick = [c.id for c in st.population if c.id not in default][:2]
+    assert pick, "the fixture run should leave more than one candidate"
+    export_run(tmp_path / "run", tmp_path / "models", top=1, trainer=fake_trainer, trained_dir=tmp_path / "t", train_only=True, ids=pick, quiet=True)
+    assert sorted(f.name for f in (tmp_path / "t").glob("c*.json")) == sorted(f"c{i}.json" for i in pick)
+    with pytest.raises(ValueError, match="not in the final population"):
+        export_run(tmp_path / "run", tmp_path / "models", trainer=fake_trainer, train_only=True, trained_dir=tmp_path / "t", ids=[10**6], quiet=True)

@@ -284,3 +284,13 @@ def test_deep_seeds_from_config():
     names = [p.name for p in seeds]
     assert names[-2:] == ["seed_deep_bayer_8x2", "seed_deep_bayer_8x1"]
     assert [n.op for n in seeds[-1].nodes].count("Add") == 1 + 3 + 2  # blocks + the two output sums
+
+
+def test_residual_seed_head_kernel():
+    """The fourth residual-seed number sets the linear paths' and heads' kernel (X-Trans default 1x1)."""
+    one, three = S.seed_programs("xtrans", width=4, residual=[(8, 1, 8), (8, 1, 8, 3)])[-2:]
+    assert three.name == one.name + "_k3"
+    heads = ("g_lin", "g_res", "c_lin", "c_res")
+    assert [one.params(one.node(h))["kernel"] for h in heads] == [1] * 4
+    assert [three.params(three.node(h))["kernel"] for h in heads] == [3] * 4
+    assert three.cost() - one.cost() == pytest.approx(8 * sum(one.node_costs()[h] - one.params(one.node(h))["out_channels"] / 36 for h in heads))
