@@ -273,3 +273,24 @@ def test_dense_convolutions_match_reference_in_every_phase(cfa, monkeypatch):
         pat = CFAPattern(cfa, dy, dx)
         m = rng.random((45 + dy, 70 + dx)).astype(np.float32)
         assert np.abs(k(m, pat) - run_reference(prog, m, pat)).max() <= 1e-4
+
+
+def test_scratch_blocks_are_reused_per_thread():
+    """Kernels link a per-thread cache of freed scratch blocks (tiles then reuse warm memory instead of
+    mapping fresh pages): a smaller request after a free gets the cached block back, 128-byte aligned."""
+    import ctypes
+
+    k = Kernel(_bilinear(), quiet=True)
+    k._load()
+    lib = k._lib
+    lib.halide_malloc.restype = ctypes.c_void_p
+    lib.halide_malloc.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+    lib.halide_free.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+    big = lib.halide_malloc(None, 4 << 20)
+    assert big and big % 128 == 0
+    lib.halide_free(None, big)
+    small = lib.halide_malloc(None, 1 << 20)
+    other = lib.halide_malloc(None, 1 << 20)  # the cache is empty again: a fresh block
+    assert small == big and other != big and other % 128 == 0
+    lib.halide_free(None, small)
+    lib.halide_free(None, other)
