@@ -232,6 +232,14 @@ def _dense_block(o: int) -> tuple[int, int]:
     return k, min(4, 16 // k)
 
 
+def _owned_buffer(hl: Any, a: np.ndarray, name: str) -> Any:
+    """A Halide-owned float32 copy of ``a``: ``hl.Buffer(array)`` only wraps the array's memory (and
+    refuses read-only ones, as weights from ``np.load`` or torch can be), which must outlive the compile."""
+    buf = hl.Buffer(np.array(a, np.float32, order="C")).copy()
+    buf.set_name(name)
+    return buf
+
+
 def _dense_conv(hl: Any, name: str, src: HNode, wt: np.ndarray, bias: np.ndarray, taps: list[tuple[int, int]], shape: Shape) -> tuple[HNode, Any]:
     """Lower an ungrouped convolution as a reduction over (tap, input channel), weights in a buffer.
 
@@ -250,8 +258,8 @@ def _dense_conv(hl: Any, name: str, src: HNode, wt: np.ndarray, bias: np.ndarray
         stack = hl.Func(f"{name}_in")
         stack[x, y, c] = src.func[x, y, c] if src.parts is None else hl.mux(c, [src(ci, x, y) for ci in range(cin)])
         inp = stack
-    w = hl.Buffer(np.ascontiguousarray(wt, np.float32), f"{name}_w")  # numpy (O, Cin, T) -> Halide [t, ci, o]
-    b = hl.Buffer(np.ascontiguousarray(bias, np.float32), f"{name}_b")
+    w = _owned_buffer(hl, wt, f"{name}_w")  # numpy (O, Cin, T) -> Halide [t, ci, o]
+    b = _owned_buffer(hl, bias, f"{name}_b")
     r = hl.RDom([(0, t), (0, cin)], f"{name}_r")
     dx = hl.mux(r.x, [int(d) for _, d in taps]) if t > 1 else hl.i32(taps[0][1])
     dy = hl.mux(r.x, [int(d) for d, _ in taps]) if t > 1 else hl.i32(taps[0][0])
