@@ -8,7 +8,6 @@
  * Linked into every kernel; these strong definitions replace the runtime's weak ones.
  */
 #include <pthread.h>
-#include <stdint.h>
 #include <stdlib.h>
 
 #define SLOTS 64  /* cached blocks per thread: more than the buffers one tile holds at once */

@@ -183,7 +183,7 @@ def build_pipeline(program: Program, in_dtype: str = "float32", out_dtype: str =
         materialised = op.heavy and n.id != program.output and n.id not in inline
         name = f"{n.op.lower()}_{_safe(n.id)}"
         form = op.dense(params, program.node_weights(n)) if materialised and hasattr(op, "dense") else None
-        if form is not None and _dense_worthwhile(*form):
+        if form is not None and _dense_worthwhile(form[0]):
             (src,) = n.inputs
             node, stack = _dense_conv(hl, name, nodes[src], *form, shapes[n.id])
             if stack is not None:  # the input, materialised with the phase its expression carries
@@ -222,7 +222,8 @@ _DENSE_MIN_FANIN = 16  # taps x input channels below which constant-weight expre
 _DENSE_MIN_DENSITY = 0.75  # sparser (pruned) layers keep the expressions, which skip zero weights
 
 
-def _dense_worthwhile(wt: np.ndarray, bias: np.ndarray, taps: list[tuple[int, int]]) -> bool:
+def _dense_worthwhile(wt: np.ndarray) -> bool:
+    """Whether a layer of weights ``(O, Cin, taps)`` runs faster as a dense reduction."""
     return wt.shape[1] * wt.shape[2] >= _DENSE_MIN_FANIN and np.count_nonzero(wt) >= _DENSE_MIN_DENSITY * wt.size
 
 
