@@ -160,14 +160,19 @@ def test_gil_is_released_while_a_kernel_runs():
 
     from rawdemosaic.program.zoo import exercise
 
-    k = Kernel(exercise("Conv2D", CFA.BAYER), quiet=True)  # ~300 ops/pixel: calls last long enough
-    m = np.random.default_rng(0).random((2048, 3072)).astype(np.float32)
-    out = np.empty((2048, 3072, 3), np.float32)
-    k(m, out=out)  # load the library first
-    k._lib.halide_set_num_threads(1)  # one core for the kernel, one for this thread: no OS contention
-    t0 = time.perf_counter()
-    k(m, out=out)
-    call = time.perf_counter() - t0
+    k = Kernel(exercise("Conv2D", CFA.BAYER), quiet=True)
+    rows = 2048
+    while True:  # a mosaic big enough that one call lasts 50 ms or more, however fast the kernel got
+        m = np.random.default_rng(0).random((rows, 3072)).astype(np.float32)
+        out = np.empty((rows, 3072, 3), np.float32)
+        k(m, out=out)  # load the library first
+        k._lib.halide_set_num_threads(1)  # one core for the kernel, one for this thread: no OS contention
+        t0 = time.perf_counter()
+        k(m, out=out)
+        call = time.perf_counter() - t0
+        if call > 0.05 or rows >= 16384:
+            break
+        rows *= 2
     done = threading.Event()
 
     def work():
