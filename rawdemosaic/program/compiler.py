@@ -129,15 +129,27 @@ def _fold(hl: Any, x: Any, lo: Any, n: Any, p: int) -> Any:
     return hl.clamp(hl.select(x < lo, below, x > hi, above, hl.likely(x)), lo, hi)
 
 
+# The sRGB transfer around programs trained on sRGB-encoded data (``linear_io``) runs once per input pixel
+# and once per output sample: with ``pow`` it took a third of a 200 ops/pixel kernel's time. ``fast_pow``
+# is within 2e-6 of the exact curve on [0, 1.3] (an eighth of a uint16 step), and a uint16 mosaic is
+# encoded through an exact 65536-entry table.
+
+
 def _srgb_encode(hl: Any, v: Any) -> Any:
     f = hl.f32
     v = hl.max(v, f(0.0))
-    return hl.select(v <= f(0.0031308), v * f(12.92), f(1.055) * hl.pow(v, f(1.0 / 2.4)) - f(0.055))
+    return hl.select(v <= f(0.0031308), v * f(12.92), f(1.055) * hl.fast_pow(v, f(1.0 / 2.4)) - f(0.055))
 
 
 def _srgb_decode(hl: Any, v: Any) -> Any:
     f = hl.f32
-    return hl.select(v <= f(0.04045), v * f(1.0 / 12.92), hl.pow((v + f(0.055)) * f(1.0 / 1.055), f(2.4)))
+    return hl.select(v <= f(0.04045), v * f(1.0 / 12.92), hl.fast_pow(hl.max(v + f(0.055), f(0.0)) * f(1.0 / 1.055), f(2.4)))
+
+
+def _srgb_encode_table() -> np.ndarray:
+    """The encoded value of every uint16 code, float32 (as :func:`rawdemosaic.evaluate.linear_to_srgb`)."""
+    v = np.arange(65536, dtype=np.float64) / 65535.0
+    return np.where(v <= 0.0031308, v * 12.92, 1.055 * v ** (1.0 / 2.4) - 0.055).astype(np.float32)
 
 
 def build_pipeline(program: Program, in_dtype: str = "float32", out_dtype: str = "float32", linear_io: bool = False):
@@ -161,7 +173,11 @@ def build_pipeline(program: Program, in_dtype: str = "float32", out_dtype: str =
     transfer = linear_io and program.domain == "srgb"
     norm = (lambda v: hl.f32(v)) if in_dtype == "float32" else (lambda v: hl.f32(v) * hl.f32(1.0 / 65535.0))
     mosaic = hl.Func("mosaic_f32")
-    if transfer:  # encode once per input pixel: materialised as float32
+    if transfer and in_dtype == "uint16":  # encode once per input pixel (a table look-up): float32
+        table = _owned_buffer(hl, _srgb_encode_table(), "srgb_encode")
+        ext[x, y, c] = table[hl.cast(hl.Int(32), inp[xs, ys])]
+        mosaic[x, y, c] = ext[x, y, c]
+    elif transfer:
         ext[x, y, c] = _srgb_encode(hl, norm(inp[xs, ys]))
         mosaic[x, y, c] = ext[x, y, c]
     else:
