@@ -834,6 +834,16 @@ _INVERSE = {
     ("LearnedUpsample", "Downsample"),
 }
 _IDEMPOTENT = {"ReLU", "Softmax"}
+_NONNEG_SOURCES = {"Input", "ReLU", "Softmax"}  # the mosaic is light: never negative
+_NONNEG_KEEPING = {"Pack", "Unpack", "Stack", "Slice", "Add", "Mul", "GroupedSum", "InterleavedSum", "ChannelShuffle"}
+
+
+def _non_negative(by_id: dict, nid: str, memo: dict) -> bool:
+    """Whether node ``nid`` is non-negative whatever the weights (so a ReLU of it does nothing)."""
+    if nid not in memo:
+        n = by_id[nid]
+        memo[nid] = n.op in _NONNEG_SOURCES or (n.op in _NONNEG_KEEPING and all(_non_negative(by_id, i, memo) for i in n.inputs))
+    return memo[nid]
 
 
 def _factor(prog: Program, n: Node) -> int:
@@ -846,7 +856,7 @@ def prune(prog: Program, space: SpaceConfig, seen: set[str] | None = None) -> st
 
     Rules: inverse pairs (Pack->Unpack, Unpack->Pack, Downsample->up-sampling and up-sampling->
     Downsample by the same factor with nothing between), idempotent repeats (ReLU->ReLU,
-    Softmax->Softmax), a part whose prediction is the mosaic itself, size bounds (cost within the
+    Softmax->Softmax), a ReLU of what cannot be negative (the mosaic, packed or stacked), a part whose prediction is the mosaic itself, size bounds (cost within the
     tiers, channel and node limits, coarsest scale), receptive-field bounds, structures already seen.
     """
     try:
@@ -855,6 +865,7 @@ def prune(prog: Program, space: SpaceConfig, seen: set[str] | None = None) -> st
         return f"invalid: {e}"
     live = prog.live_nodes()
     by_id = {n.id: n for n in live}
+    nonneg: dict[str, bool] = {}
     for n in live:
         for i in n.inputs:
             a = by_id.get(i)
@@ -864,6 +875,8 @@ def prune(prog: Program, space: SpaceConfig, seen: set[str] | None = None) -> st
                 return f"inverse pair {a.op}->{n.op} ({a.id}->{n.id})"
             if a.op == n.op and n.op in _IDEMPOTENT:
                 return f"repeated {n.op} ({a.id}->{n.id})"
+        if n.op == "ReLU" and _non_negative(by_id, n.inputs[0], nonneg):
+            return f"ReLU of a non-negative input ({n.inputs[0]}->{n.id})"
             if a.op == n.op == "ChannelShuffle" and prog.params(a)["groups"] * prog.params(n)["groups"] == shapes[n.id].channels:
                 return f"inverse channel shuffles ({a.id}->{n.id})"
     for sink, k, part in (("green", 1, "g"), ("rgb", 2, "c")):

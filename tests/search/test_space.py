@@ -190,6 +190,14 @@ def test_prune_repeated_relu(base, sp):
     assert "repeated ReLU" in S.prune(p, sp)
 
 
+def test_prune_relu_of_the_mosaic(base, sp):
+    p = _with(base, [Node("g_x1", "ReLU", ("g_pack",))], ("g_c0", "g_pack", "g_x1"))
+    assert "ReLU of a non-negative input (g_pack->g_x1)" in S.prune(p, sp)
+    # a ReLU after a (signed) convolution stays
+    q = _with(base, [Node("g_x1", "ReLU", ("g_c0",))], ("g_c1", "g_r0", "g_x1"))
+    assert S.prune(q, sp) is None
+
+
 def test_prune_off_grid_scale(base, sp):
     p = _with(
         base,
