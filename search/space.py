@@ -856,8 +856,9 @@ def prune(prog: Program, space: SpaceConfig, seen: set[str] | None = None) -> st
 
     Rules: inverse pairs (Pack->Unpack, Unpack->Pack, Downsample->up-sampling and up-sampling->
     Downsample by the same factor with nothing between), idempotent repeats (ReLU->ReLU,
-    Softmax->Softmax), a ReLU of what cannot be negative (the mosaic, packed or stacked), a part whose prediction is the mosaic itself, size bounds (cost within the
-    tiers, channel and node limits, coarsest scale), receptive-field bounds, structures already seen.
+    Softmax->Softmax), a ReLU of what cannot be negative (the mosaic, packed, stacked or summed), a
+    part whose prediction is the mosaic itself, size bounds (cost within the tiers, channel and node
+    limits, coarsest scale), receptive-field bounds, structures already seen.
     """
     try:
         shapes = prog.shapes()
@@ -875,10 +876,10 @@ def prune(prog: Program, space: SpaceConfig, seen: set[str] | None = None) -> st
                 return f"inverse pair {a.op}->{n.op} ({a.id}->{n.id})"
             if a.op == n.op and n.op in _IDEMPOTENT:
                 return f"repeated {n.op} ({a.id}->{n.id})"
-        if n.op == "ReLU" and _non_negative(by_id, n.inputs[0], nonneg):
-            return f"ReLU of a non-negative input ({n.inputs[0]}->{n.id})"
             if a.op == n.op == "ChannelShuffle" and prog.params(a)["groups"] * prog.params(n)["groups"] == shapes[n.id].channels:
                 return f"inverse channel shuffles ({a.id}->{n.id})"
+        if n.op == "ReLU" and _non_negative(by_id, n.inputs[0], nonneg):
+            return f"ReLU of a non-negative input ({n.inputs[0]}->{n.id})"
     for sink, k, part in (("green", 1, "g"), ("rgb", 2, "c")):
         if sink in by_id:
             src = by_id[sink].inputs[k]

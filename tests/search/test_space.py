@@ -190,6 +190,13 @@ def test_prune_repeated_relu(base, sp):
     assert "repeated ReLU" in S.prune(p, sp)
 
 
+def test_prune_inverse_channel_shuffles(base, sp):
+    pair = [Node("g_x1", "ChannelShuffle", ("g_r0",), {"groups": 2}), Node("g_x2", "ChannelShuffle", ("g_x1",), {"groups": 4})]
+    assert "inverse channel shuffles (g_x1->g_x2)" in S.prune(_with(base, pair, ("g_c1", "g_r0", "g_x2")), sp)
+    one = [Node("g_x1", "ChannelShuffle", ("g_r0",), {"groups": 2})]
+    assert S.prune(_with(base, one, ("g_c1", "g_r0", "g_x1")), sp) is None
+
+
 def test_prune_relu_of_the_mosaic(base, sp):
     p = _with(base, [Node("g_x1", "ReLU", ("g_pack",))], ("g_c0", "g_pack", "g_x1"))
     assert "ReLU of a non-negative input (g_pack->g_x1)" in S.prune(p, sp)
