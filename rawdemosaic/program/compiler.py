@@ -173,12 +173,11 @@ def build_pipeline(program: Program, in_dtype: str = "float32", out_dtype: str =
     transfer = linear_io and program.domain == "srgb"
     norm = (lambda v: hl.f32(v)) if in_dtype == "float32" else (lambda v: hl.f32(v) * hl.f32(1.0 / 65535.0))
     mosaic = hl.Func("mosaic_f32")
-    if transfer and in_dtype == "uint16":  # encode once per input pixel (a table look-up): float32
-        table = _owned_buffer(hl, _srgb_encode_table(), "srgb_encode")
-        ext[x, y, c] = table[hl.cast(hl.Int(32), inp[xs, ys])]
-        mosaic[x, y, c] = ext[x, y, c]
-    elif transfer:
-        ext[x, y, c] = _srgb_encode(hl, norm(inp[xs, ys]))
+    if transfer:  # encode once per input pixel (uint16: a table look-up), materialised as float32
+        if in_dtype == "uint16":
+            ext[x, y, c] = _owned_buffer(hl, _srgb_encode_table(), "srgb_encode")[hl.cast(hl.Int(32), inp[xs, ys])]
+        else:
+            ext[x, y, c] = _srgb_encode(hl, norm(inp[xs, ys]))
         mosaic[x, y, c] = ext[x, y, c]
     else:
         ext[x, y, c] = inp[xs, ys]  # materialised per tile in the input's own type
