@@ -213,6 +213,8 @@ def test_linear_io_encodes_and_decodes_around_an_srgb_program(in_dtype):
     expect = srgb_to_linear(run_reference(prog, linear_to_srgb(lin_in)))
     got = Kernel(prog, in_dtype, "float32", quiet=True, linear_io=True)(src)
     assert np.abs(got - expect).max() < 1e-4
+    got16 = Kernel(prog, in_dtype, "uint16", quiet=True, linear_io=True)(src)  # its own (polynomial) decode
+    assert np.abs(got16.astype(np.int64) - np.round(np.clip(expect, 0, 1) * 65535)).max() <= 1
     # without linear_io the kernel computes in the program's own domain; a linear program ignores linear_io
     assert np.abs(Kernel(prog, in_dtype, quiet=True)(src) - run_reference(prog, lin_in)).max() < 1e-4
     k_lin = Kernel(_bilinear(), in_dtype, quiet=True, linear_io=True)
@@ -242,6 +244,23 @@ def test_srgb_transfer_is_within_an_eighth_of_a_uint16_step():
         got = np.asarray(f.realize([v.size]))
         err = np.abs(got.astype(np.float64) - ref(v.astype(np.float64)))
         assert err.max() < 2e-6, (curve.__name__, err.max())
+
+
+def test_srgb_decode_for_integer_output_is_within_a_sixtieth_of_a_uint16_step():
+    """The polynomial decode before uint16 output: the clamped curve, within 1e-6 below, in and above [0, 1]."""
+    import halide as hl
+
+    from rawdemosaic.program.compiler import _srgb_decode_unit
+
+    x = hl.Var("x")
+    v = np.linspace(-0.2, 1.5, 300_001, dtype=np.float32)
+    f = hl.Func("f")
+    f[x] = _srgb_decode_unit(hl, hl.Buffer(v)[x])
+    f.vectorize(x, 16)
+    got = np.asarray(f.realize([v.size])).astype(np.float64)
+    u = np.clip(v.astype(np.float64), 0.0, 1.0)
+    ref = np.where(u <= 0.04045, u / 12.92, ((u + 0.055) / 1.055) ** 2.4)
+    assert np.abs(got - ref).max() < 1e-6
 
 
 def test_input_domain_is_validated():
