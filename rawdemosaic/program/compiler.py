@@ -136,6 +136,9 @@ def _fold(hl: Any, x: Any, lo: Any, n: Any, p: int) -> Any:
 # look-ups, which vectorise as gathers, were slower than fast_pow).
 
 
+_DECODE_KNEE = 0.04045  # below it the sRGB decode is linear
+
+
 def _srgb_encode(hl: Any, v: Any) -> Any:
     f = hl.f32
     v = hl.max(v, f(0.0))
@@ -144,17 +147,14 @@ def _srgb_encode(hl: Any, v: Any) -> Any:
 
 def _srgb_decode(hl: Any, v: Any) -> Any:
     f = hl.f32
-    return hl.select(v <= f(0.04045), v * f(1.0 / 12.92), hl.fast_pow(hl.max(v + f(0.055), f(0.0)) * f(1.0 / 1.055), f(2.4)))
-
-
-_DECODE_KNEE = 0.04045  # below it the sRGB decode is linear
+    return hl.select(v <= f(_DECODE_KNEE), v * f(1.0 / 12.92), hl.fast_pow(hl.max(v + f(0.055), f(0.0)) * f(1.0 / 1.055), f(2.4)))
 
 
 def _srgb_decode_poly_coefficients(degree: int = 9) -> np.ndarray:
     """Monomial coefficients, in ``t = (v - mid) / half`` over ``[knee, 1]``, of a Chebyshev fit of the decode.
 
     Degree 9 is within 1e-6 of the curve in float32 (Horner in ``t``, whose coefficients are all below 1,
-    so nothing cancels): a tenth of fast_pow's error at a third of its operations.
+    so nothing cancels), half fast_pow's error; 150 to 450 ops/pixel kernels ran 7 to 15% faster with it.
     """
     lo, hi = _DECODE_KNEE, 1.0
     v = np.linspace(lo, hi, 20_001)
