@@ -267,7 +267,7 @@ _DENSE_MIN_DENSITY = 0.75  # sparser (pruned) layers keep the expressions, which
 
 
 def _dense_worthwhile(wt: np.ndarray) -> bool:
-    """Whether a layer of weights ``(O, Cin, taps)`` runs faster as a dense reduction."""
+    """Whether a layer of weights ``(O, Cin per group, taps)`` runs faster as a dense reduction."""
     return wt.shape[1] * wt.shape[2] >= _DENSE_MIN_FANIN and np.count_nonzero(wt) >= _DENSE_MIN_DENSITY * wt.size
 
 
@@ -285,17 +285,18 @@ def _owned_buffer(hl: Any, a: np.ndarray, name: str) -> Any:
     return buf
 
 
-def _dense_conv(hl: Any, name: str, src: HNode, wt: np.ndarray, bias: np.ndarray, taps: list[tuple[int, int]], shape: Shape) -> tuple[HNode, Any]:
-    """Lower an ungrouped convolution as a reduction over (tap, input channel), weights in a buffer.
+def _dense_conv(hl: Any, name: str, src: HNode, wt: np.ndarray, bias: np.ndarray, taps: list[tuple[int, int]], groups: int, shape: Shape) -> tuple[HNode, Any]:
+    """Lower a convolution as a reduction over (tap, input channel of the group), weights in a buffer.
 
     Returns the node (one Func over ``(x, y, c)``, ``c`` stored) and the Func materialising its input
     (``None`` when the input is itself a dense convolution's output). The schedule (:func:`_schedule`)
     keeps a block of ``K`` output channels times ``U`` vectors of x in registers while the reduction
-    runs, so each input vector loaded feeds ``K`` multiply-adds: unlike one expression per output channel,
+    runs, so each input vector loaded feeds up to ``K`` multiply-adds (those of its group): unlike one expression per output channel,
     whose hundreds of terms spill, and whose compile time grows with the layer's width.
     """
     x, y, c = hl.Var("x"), hl.Var("y"), hl.Var("c")
-    o, cin, t = wt.shape
+    o, cin_g, t = wt.shape
+    cin = cin_g * groups
     if src.dense is not None:
         stack = None
         inp = src.func
@@ -305,12 +306,13 @@ def _dense_conv(hl: Any, name: str, src: HNode, wt: np.ndarray, bias: np.ndarray
         inp = stack
     w = _owned_buffer(hl, wt, f"{name}_w")  # numpy (O, Cin, T) -> Halide [t, ci, o]
     b = _owned_buffer(hl, bias, f"{name}_b")
-    r = hl.RDom([(0, t), (0, cin)], f"{name}_r")
+    r = hl.RDom([(0, t), (0, cin_g)], f"{name}_r")
     dx = hl.mux(r.x, [int(d) for _, d in taps]) if t > 1 else hl.i32(taps[0][1])
     dy = hl.mux(r.x, [int(d) for d, _ in taps]) if t > 1 else hl.i32(taps[0][0])
     acc = hl.Func(f"{name}_acc")
     acc[x, y, c] = b[c]
-    acc[x, y, c] += w[r.x, r.y, c] * inp[x + dx, y + dy, r.y]
+    ci = r.y if groups == 1 else (c // (o // groups)) * cin_g + r.y  # the output's group's inputs
+    acc[x, y, c] += w[r.x, r.y, c] * inp[x + dx, y + dy, ci]
     f = hl.Func(name)
     f[x, y, c] = acc[x, y, c]
     return HNode(f, shape, dense=(acc, r, o, *_dense_block(o))), stack

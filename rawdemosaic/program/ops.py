@@ -691,18 +691,17 @@ class _Conv(Op):
         dil = (dys[1] - dys[0] if len(dys) > 1 else 1, dxs[1] - dxs[0] if len(dxs) > 1 else 1)
         return F.conv2d(xs[0], wt, w.get("bias"), padding=(-dys[0], -dxs[0]), dilation=dil, groups=p["groups"])
 
-    def dense(self, p, w) -> tuple[np.ndarray, np.ndarray, list[tuple[int, int]]] | None:
-        """``(weight (O, Cin, taps), bias (O,), taps)`` of an ungrouped convolution, else ``None``.
+    def dense(self, p, w) -> tuple[np.ndarray, np.ndarray, list[tuple[int, int]], int]:
+        """``(weight (O, Cin / groups, taps), bias (O,), taps, groups)`` of the convolution.
 
-        The compiler lowers such a layer as one reduction over (tap, input channel) with the weights in
-        a buffer (:func:`rawdemosaic.program.compiler._dense_conv`) instead of one constant-weight
-        expression per output channel.
+        The compiler lowers a layer with enough taps times input channels per group as one reduction
+        over (tap, input channel of the output's group) with the weights in a buffer
+        (:func:`rawdemosaic.program.compiler._dense_conv`) instead of one constant-weight expression per
+        output channel.
         """
-        if p["groups"] != 1:
-            return None
         wt = self._flat(w, p)
         bias = np.asarray(w["bias"], np.float32) if p["bias"] else np.zeros(wt.shape[0], np.float32)
-        return wt, bias, self.taps(p)
+        return wt, bias, self.taps(p), p["groups"]
 
     def halide(self, xs, p, w, ctx):
         n = xs[0]

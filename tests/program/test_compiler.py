@@ -283,9 +283,10 @@ def test_phase_split_follows_the_grid():
 
 
 def _dense_program(cfa: CFA):
-    """Ungrouped convolutions in every position the dense lowering meets: reading a materialised grouped
-    layer (Tuple blocks), another dense layer directly, and a full-resolution stack that carries the CFA
-    phase; 3x3, 5x5 without bias and a 1-D layer; output widths 8, p^2, 6 and 2 (every register block)."""
+    """Convolutions in every position the dense lowering meets: reading a materialised grouped layer
+    (Tuple blocks; for X-Trans, 18 inputs per group, itself dense), another dense layer directly (a grouped
+    one), and a full-resolution stack that carries the CFA phase; 3x3, 5x5 without bias and a 1-D layer;
+    output widths 8, p^2, 6 and 2 (every register block)."""
     from rawdemosaic.program.graph import Node as N
     from rawdemosaic.program.graph import Program
     from rawdemosaic.program.zoo import random_weights
@@ -296,7 +297,7 @@ def _dense_program(cfa: CFA):
         N("packed", "Pack", ("mosaic",)),
         N("h", "Conv1x1", ("packed",), {"out_channels": 8, "groups": 2}),
         N("g0", "Conv2D", ("h",), {"out_channels": 8}),
-        N("g1", "Conv2D", ("g0",), {"out_channels": pp}),
+        N("g1", "Conv2D", ("g0",), {"out_channels": pp, "groups": 2}),
         N("green", "GreenInsert", ("mosaic", "g1")),
         N("s", "Stack", ("green", "mosaic")),
         N("f0", "Conv2D", ("s",), {"out_channels": 6, "kernel": 5, "bias": False}),
@@ -317,7 +318,7 @@ def test_dense_convolutions_match_reference_in_every_phase(cfa, monkeypatch):
     real = compiler._dense_conv
     monkeypatch.setattr(compiler, "_dense_conv", lambda hl, name, *a: lowered.append(name) or real(hl, name, *a))
     compiler.build_pipeline(prog)
-    assert sorted(lowered) == ["conv1d_f1", "conv2d_f0", "conv2d_g0", "conv2d_g1"]
+    assert sorted(lowered) == sorted(["conv1d_f1", "conv2d_f0", "conv2d_g0", "conv2d_g1"] + (["conv1x1_h"] if cfa is CFA.XTRANS else []))
     k = Kernel(prog, quiet=True)
     rng = np.random.default_rng(1)
     for dy, dx in PHASES[cfa][:: 1 if cfa is CFA.BAYER else 7]:
