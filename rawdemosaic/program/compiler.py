@@ -291,8 +291,9 @@ def _dense_conv(hl: Any, name: str, src: HNode, wt: np.ndarray, bias: np.ndarray
     Returns the node (one Func over ``(x, y, c)``, ``c`` stored) and the Func materialising its input
     (``None`` when the input is itself a dense convolution's output). The schedule (:func:`_schedule`)
     keeps a block of ``K`` output channels times ``U`` vectors of x in registers while the reduction
-    runs, so each input vector loaded feeds up to ``K`` multiply-adds (those of its group): unlike one expression per output channel,
-    whose hundreds of terms spill, and whose compile time grows with the layer's width.
+    runs, so each input vector loaded feeds up to ``K`` multiply-adds (those of its group): unlike one
+    expression per output channel, whose hundreds of terms spill, and whose compile time grows with the
+    layer's width.
     """
     x, y, c = hl.Var("x"), hl.Var("y"), hl.Var("c")
     o, cin_g, t = wt.shape
