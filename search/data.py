@@ -300,10 +300,16 @@ class PatchDataset(torch.utils.data.Dataset):
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:20]
 
     # --- preparation ----------------------------------------------------------------------------
-    def _crops(self, n: int, rng: np.random.Generator) -> np.ndarray:
-        """``n`` random crops ``(n, P, P, 3)`` sRGB float32 (augmented before cropping)."""
+    # The candidate pool is held as uint8 crops plus the colour augmentation drawn for each, and turned
+    # into float patches a chunk at a time (to score it) and again for the kept patches only. The uint8
+    # pool is pool_factor / 4 of the kept set's float size, so the peak is a few times the kept set, not
+    # three times the float pool (count 16384: 1.9 GB, was 6.3). The random draws are those of cropping
+    # and augmenting the whole pool at once, so prepared sets are unchanged (tested).
+    def _crops(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, dict[int, tuple[np.ndarray, float]]]:
+        """``n`` random crops ``(n, P, P, 3)`` uint8 (geometric augmentation before cropping) and the colour
+        augmentation drawn for some of them: ``{index: (channel permutation, saturation gain)}``."""
         P = self.patch
-        out = np.empty((n, P, P, 3), np.float32)
+        out = np.empty((n, P, P, 3), np.uint8)
         imgs = rng.integers(len(self.files), size=n)
         for k, i in enumerate(imgs):
             img = _load(self.files[i])
@@ -314,16 +320,26 @@ class PatchDataset(torch.utils.data.Dataset):
                 img = np.pad(img, ((0, max(0, P - h)), (0, max(0, P - w)), (0, 0)), mode="reflect")
                 h, w = img.shape[:2]
             y, x = int(rng.integers(h - P + 1)), int(rng.integers(w - P + 1))
-            out[k] = img[y : y + P, x : x + P] / np.float32(255.0)
+            out[k] = img[y : y + P, x : x + P]
+        colour: dict[int, tuple[np.ndarray, float]] = {}
         if self.color > 0:
             for k in np.flatnonzero(rng.random(n) < self.color):
-                a = out[k][..., rng.permutation(3)]
+                colour[int(k)] = (rng.permutation(3), float(rng.uniform(1.0, 2.0)))
+        return out, colour
+
+    def _patches(self, crops: np.ndarray, colour: dict, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(mosaic (n, 1, P, P), rgb (n, 3, P, P))`` float32 of ``crops[idx]`` in the data's domain."""
+        srgb = crops[idx] / np.float32(255.0)
+        for j, k in enumerate(idx):
+            if int(k) in colour:
+                perm, gain = colour[int(k)]
+                a = srgb[j][..., perm]
                 mean = a.mean(axis=-1, keepdims=True)
-                out[k] = np.clip(mean + (a - mean) * rng.uniform(1.0, 2.0), 0.0, 1.0)
-        return out
+                srgb[j] = np.clip(mean + (a - mean) * gain, 0.0, 1.0)
+        return self._to_pairs(srgb)
 
     def _to_pairs(self, srgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        rgb = srgb_to_linear(srgb) if self.linear else srgb.astype(np.float32)
+        rgb = srgb_to_linear(srgb) if self.linear else srgb.astype(np.float32, copy=False)
         pat = CFAPattern(self.cfa, 0, 0)
         m = np.stack([mosaic(a, pat) for a in rgb])[:, None]
         return np.ascontiguousarray(m, np.float32), np.ascontiguousarray(rgb.transpose(0, 3, 1, 2), np.float32)
@@ -333,36 +349,47 @@ class PatchDataset(torch.utils.data.Dataset):
         n_syn = int(round(self.count * self.synthetic))
         n_img = self.count - n_syn
         pool = max(n_img, int(n_img * max(1, self.pool_factor)))
-        m, rgb = self._to_pairs(self._crops(pool, rng))
+        crops, colour = self._crops(pool, rng)
         if self.hard_fraction > 0 and pool > n_img:
-            score = self.difficulty(m, rgb)
+            mod, crop = self._cheap()
+            parts = [self._score_parts(mod, crop, *self._patches(crops, colour, np.arange(s, min(s + 1024, pool)))) for s in range(0, pool, 1024)]
+            score = _ranks(np.concatenate([e for e, _ in parts])) + _ranks(np.concatenate([h for _, h in parts]))
             order = np.argsort(-score, kind="stable")
             n_hard = int(round(n_img * self.hard_fraction))
             rest = order[n_hard:]
             pick = np.concatenate([order[:n_hard], rng.choice(rest, n_img - n_hard, replace=False)])
         else:
             pick = np.arange(n_img)
-        m, rgb = m[pick], rgb[pick]
+        m, rgb = self._patches(crops, colour, pick)
+        del crops
         if n_syn:
             sm, srgb = self._to_pairs(np.stack([synthetic_image(self.patch, rng) for _ in range(n_syn)]))
             m, rgb = np.concatenate([m, sm]), np.concatenate([rgb, srgb])
         perm = rng.permutation(len(m))
         return np.ascontiguousarray(m[perm]), np.ascontiguousarray(rgb[perm])
 
-    def difficulty(self, m: np.ndarray, rgb: np.ndarray) -> np.ndarray:
-        """Mining score: rank of the cheap demosaicker's interior MSE plus rank of high-frequency energy."""
+    def _cheap(self):
         from .model import ProgramModule
 
         prog = _cheap_program(self.cfa)
-        crop = min(prog.receptive_radius(), self.patch // 4)
-        mod = ProgramModule(prog)
+        return ProgramModule(prog), min(prog.receptive_radius(), self.patch // 4)
+
+    @staticmethod
+    def _score_parts(mod, crop: int, m: np.ndarray, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per patch: the cheap demosaicker's interior MSE and the high-frequency energy (batches of 256,
+        so a patch's score does not depend on how the pool is chunked, given chunks of a multiple of 256)."""
         errs = []
         with torch.no_grad():
             for s in range(0, len(m), 256):
                 out = mod(torch.from_numpy(m[s : s + 256])).numpy()
                 d = (out - rgb[s : s + 256])[..., crop:-crop, crop:-crop]
                 errs.append((d**2).mean(axis=(1, 2, 3)))
-        return _ranks(np.concatenate(errs)) + _ranks(_hf_energy(rgb))
+        return np.concatenate(errs), _hf_energy(rgb)
+
+    def difficulty(self, m: np.ndarray, rgb: np.ndarray) -> np.ndarray:
+        """Mining score: rank of the cheap demosaicker's interior MSE plus rank of high-frequency energy."""
+        err, hf = self._score_parts(*self._cheap(), m, rgb)
+        return _ranks(err) + _ranks(hf)
 
     # --- access ---------------------------------------------------------------------------------
     def __len__(self) -> int:

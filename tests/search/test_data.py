@@ -146,3 +146,41 @@ def test_colour_augmentation_permutes_and_saturates(tiny_data):
     assert coloured.rgb.min() >= 0 and coloured.rgb.max() <= 1
     # brightness is kept up to clipping: colours move, the overall mean does not
     assert abs(float(coloured.rgb.mean()) - float(plain.rgb.mean())) < 0.03
+
+
+def _whole_pool_reference(ds: D.PatchDataset) -> tuple[np.ndarray, np.ndarray]:
+    """The preparation as first written: crop, colour-augment and convert the whole pool at once, then mine."""
+    rng = np.random.default_rng([ds.seed, 0 if ds.split == "train" else 1])
+    n_syn = int(round(ds.count * ds.synthetic))
+    n_img = ds.count - n_syn
+    pool = max(n_img, int(n_img * max(1, ds.pool_factor)))
+    P = ds.patch
+    out = np.empty((pool, P, P, 3), np.float32)
+    for k, i in enumerate(rng.integers(len(ds.files), size=pool)):
+        img = D.augment(D._load(ds.files[i]), int(rng.integers(8)))
+        h, w = img.shape[:2]
+        y, x = int(rng.integers(h - P + 1)), int(rng.integers(w - P + 1))
+        out[k] = img[y : y + P, x : x + P] / np.float32(255.0)
+    for k in np.flatnonzero(rng.random(pool) < ds.color):
+        a = out[k][..., rng.permutation(3)]
+        mean = a.mean(axis=-1, keepdims=True)
+        out[k] = np.clip(mean + (a - mean) * rng.uniform(1.0, 2.0), 0.0, 1.0)
+    m, rgb = ds._to_pairs(out)
+    score = ds.difficulty(m, rgb)
+    order = np.argsort(-score, kind="stable")
+    n_hard = int(round(n_img * ds.hard_fraction))
+    pick = np.concatenate([order[:n_hard], rng.choice(order[n_hard:], n_img - n_hard, replace=False)])
+    m, rgb = m[pick], rgb[pick]
+    sm, srgb = ds._to_pairs(np.stack([D.synthetic_image(P, rng) for _ in range(n_syn)]))
+    perm = rng.permutation(ds.count)
+    return np.concatenate([m, sm])[perm], np.concatenate([rgb, srgb])[perm]
+
+
+@pytest.mark.parametrize("cfa,linear", [("bayer", True), ("xtrans", False)])
+def test_streamed_preparation_equals_whole_pool(tiny_data, cfa, linear):
+    """The pool is kept as uint8 crops and converted in chunks (a third of the memory); the patches are
+    exactly those of converting the whole pool at once (chunks of 1024 cross the 256-patch scoring batches)."""
+    ds = D.PatchDataset(DIRS, cfa, patch=12 if cfa == "bayer" else 24, count=700, seed=5, linear=linear, color=0.5, synthetic=0.1, hard_fraction=0.5, pool_factor=2)
+    m, rgb = _whole_pool_reference(ds)
+    np.testing.assert_array_equal(ds.mosaic, m)
+    np.testing.assert_array_equal(ds.rgb, rgb)
