@@ -302,9 +302,11 @@ class PatchDataset(torch.utils.data.Dataset):
     # --- preparation ----------------------------------------------------------------------------
     # The candidate pool is held as uint8 crops plus the colour augmentation drawn for each, and turned
     # into float patches a chunk at a time (to score it) and again for the kept patches only. The uint8
-    # pool is pool_factor / 4 of the kept set's float size, so the peak is a few times the kept set, not
-    # three times the float pool (count 16384: 1.9 GB, was 6.3). The random draws are those of cropping
+    # pool is pool_factor / 4 of the kept set's float size, so the peak is about twice the kept set, not
+    # three times the float pool (count 16384: 1.8 GB, was 6.3). The random draws are those of cropping
     # and augmenting the whole pool at once, so prepared sets are unchanged (tested).
+    _chunk = 1024  # patches converted at a time: a multiple of the 256-patch scoring batches
+
     def _crops(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, dict[int, tuple[np.ndarray, float]]]:
         """``n`` random crops ``(n, P, P, 3)`` uint8 (geometric augmentation before cropping) and the colour
         augmentation drawn for some of them: ``{index: (channel permutation, saturation gain)}``."""
@@ -328,15 +330,21 @@ class PatchDataset(torch.utils.data.Dataset):
         return out, colour
 
     def _patches(self, crops: np.ndarray, colour: dict, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``(mosaic (n, 1, P, P), rgb (n, 3, P, P))`` float32 of ``crops[idx]`` in the data's domain."""
-        srgb = crops[idx] / np.float32(255.0)
-        for j, k in enumerate(idx):
-            if int(k) in colour:
-                perm, gain = colour[int(k)]
-                a = srgb[j][..., perm]
-                mean = a.mean(axis=-1, keepdims=True)
-                srgb[j] = np.clip(mean + (a - mean) * gain, 0.0, 1.0)
-        return self._to_pairs(srgb)
+        """``(mosaic (n, 1, P, P), rgb (n, 3, P, P))`` float32 of ``crops[idx]`` in the data's domain,
+        converted ``_chunk`` at a time into the outputs."""
+        P = self.patch
+        m, rgb = np.empty((len(idx), 1, P, P), np.float32), np.empty((len(idx), 3, P, P), np.float32)
+        for s in range(0, len(idx), self._chunk):
+            part = idx[s : s + self._chunk]
+            srgb = crops[part] / np.float32(255.0)
+            for j, k in enumerate(part):
+                if int(k) in colour:
+                    perm, gain = colour[int(k)]
+                    a = srgb[j][..., perm]
+                    mean = a.mean(axis=-1, keepdims=True)
+                    srgb[j] = np.clip(mean + (a - mean) * gain, 0.0, 1.0)
+            m[s : s + self._chunk], rgb[s : s + self._chunk] = self._to_pairs(srgb)
+        return m, rgb
 
     def _to_pairs(self, srgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         rgb = srgb_to_linear(srgb) if self.linear else srgb.astype(np.float32, copy=False)
@@ -352,7 +360,7 @@ class PatchDataset(torch.utils.data.Dataset):
         crops, colour = self._crops(pool, rng)
         if self.hard_fraction > 0 and pool > n_img:
             mod, crop = self._cheap()
-            parts = [self._score_parts(mod, crop, *self._patches(crops, colour, np.arange(s, min(s + 1024, pool)))) for s in range(0, pool, 1024)]
+            parts = [self._score_parts(mod, crop, *self._patches(crops, colour, np.arange(s, min(s + self._chunk, pool)))) for s in range(0, pool, self._chunk)]
             score = _ranks(np.concatenate([e for e, _ in parts])) + _ranks(np.concatenate([h for _, h in parts]))
             order = np.argsort(-score, kind="stable")
             n_hard = int(round(n_img * self.hard_fraction))

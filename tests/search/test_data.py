@@ -176,10 +176,11 @@ def _whole_pool_reference(ds: D.PatchDataset) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate([m, sm])[perm], np.concatenate([rgb, srgb])[perm]
 
 
-@pytest.mark.parametrize("cfa,linear", [("bayer", True), ("xtrans", False)])
-def test_streamed_preparation_equals_whole_pool(tiny_data, cfa, linear):
+@pytest.mark.parametrize("cfa,linear,chunk", [("bayer", True, 1024), ("xtrans", False, 256)])
+def test_streamed_preparation_equals_whole_pool(tiny_data, monkeypatch, cfa, linear, chunk):
     """The pool is kept as uint8 crops and converted in chunks (a third of the memory); the patches are
-    exactly those of converting the whole pool at once (chunks of 1024 cross the 256-patch scoring batches)."""
+    exactly those of converting the whole pool at once (the pool of 1260 and the 630 kept cross chunks)."""
+    monkeypatch.setattr(D.PatchDataset, "_chunk", chunk)
     ds = D.PatchDataset(DIRS, cfa, patch=12 if cfa == "bayer" else 24, count=700, seed=5, linear=linear, color=0.5, synthetic=0.1, hard_fraction=0.5, pool_factor=2)
     m, rgb = _whole_pool_reference(ds)
     np.testing.assert_array_equal(ds.mosaic, m)
