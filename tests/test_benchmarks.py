@@ -110,3 +110,36 @@ def test_validation_images_are_the_search_validation_split(bench, shared_data):
     from rawdemosaic.search import data as D
 
     assert D.split_files(D.list_images()) == (train, val)
+
+
+@pytest.mark.parametrize("cfa", ["RGGB", "GBRG", "xtrans"])
+def test_self_ensemble_transforms_keep_the_layout(bench, cfa):
+    """Each transform of a mosaic is the mosaic of the transformed image in the detected phase, and each
+    inverse undoes its forward; so averaging a kernel over them is averaging the same scene."""
+    sys.path.insert(0, str(BENCH))
+    E = importlib.import_module("self_ensemble")
+    from rawdemosaic.cfa import as_pattern, mosaic
+
+    pat = as_pattern(cfa)
+    img = np.random.default_rng(0).random((30, 42, 3)).astype(np.float32)
+    for name, (f, g) in E.TRANSFORMS.items():
+        tp = E.transformed_pattern(pat, img.shape[:2], name)
+        np.testing.assert_array_equal(f(mosaic(img, pat)), mosaic(np.ascontiguousarray(f(img)), tp), err_msg=name)
+        np.testing.assert_array_equal(g(f(img)), img, err_msg=name)
+
+
+def test_self_ensemble_of_bilinear_is_bilinear_inside(bench):
+    """Bilinear interpolation is symmetric, so every transformed run agrees with the plain one away from the
+    border, and so does their mean; a wrong phase would not."""
+    sys.path.insert(0, str(BENCH))
+    E = importlib.import_module("self_ensemble")
+    import rawdemosaic
+    from rawdemosaic.cfa import as_pattern, mosaic
+
+    C = bench["_common"]
+    fn = C.registry_fn(next(k for k in rawdemosaic.kernels("bayer") if k.name == "bayer_bilinear"))
+    pat = as_pattern("GRBG")
+    m = mosaic(np.random.default_rng(1).random((32, 40, 3)).astype(np.float32), pat)
+    plain = fn(m, pat)
+    for n, names in E.ENSEMBLES.items():
+        np.testing.assert_allclose(E.ensemble(fn, m, pat, names)[2:-2, 2:-2], plain[2:-2, 2:-2], atol=1e-5, err_msg=str(n))

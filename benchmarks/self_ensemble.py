@@ -1,0 +1,104 @@
+#!/usr/bin/env python
+"""Geometric self-ensemble: what averaging a kernel over flips and transposes of the mosaic buys.
+
+Every one of the 8 dihedral transforms maps a Bayer or X-Trans mosaic onto a mosaic of the same family in
+another phase, so a kernel can demosaic the transformed mosaic (in the detected phase), the result be
+transformed back, and the results averaged (Timofte et al., "Seven ways to improve example-based single
+image super resolution", CVPR 2016). Cost and time grow with the number of transforms. Quality under the
+protocol of :mod:`rawdemosaic.evaluate` on Kodak24, McMaster18 and the training corpus' validation split.
+
+    python benchmarks/self_ensemble.py                          # rewrites benchmarks/RESULTS_ensemble.md
+    python benchmarks/self_ensemble.py --limit 2 --results ''   # quick look, writes nothing
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common as C  # noqa: E402
+
+from rawdemosaic.cfa import CFAPattern, detect, mosaic  # noqa: E402
+
+# name -> (forward, inverse) on (H, W[, C]) arrays
+TRANSFORMS: dict[str, tuple[Callable, Callable]] = {
+    "id": (lambda a: a, lambda a: a),
+    "flip_lr": (lambda a: a[:, ::-1], lambda a: a[:, ::-1]),
+    "flip_ud": (lambda a: a[::-1], lambda a: a[::-1]),
+    "rot180": (lambda a: a[::-1, ::-1], lambda a: a[::-1, ::-1]),
+    "transpose": (lambda a: a.swapaxes(0, 1), lambda a: a.swapaxes(0, 1)),
+    "rot90": (lambda a: a.swapaxes(0, 1)[::-1], lambda a: a[::-1].swapaxes(0, 1)),
+    "rot270": (lambda a: a.swapaxes(0, 1)[:, ::-1], lambda a: a[:, ::-1].swapaxes(0, 1)),
+    "antitranspose": (lambda a: a[::-1, ::-1].swapaxes(0, 1), lambda a: a.swapaxes(0, 1)[::-1, ::-1]),
+}
+ENSEMBLES = {1: ("id",), 2: ("id", "rot180"), 4: ("id", "flip_lr", "flip_ud", "rot180"), 8: tuple(TRANSFORMS)}
+
+
+def transformed_pattern(pat: CFAPattern, shape: tuple[int, int], name: str) -> CFAPattern:
+    """The layout of ``TRANSFORMS[name]`` applied to a mosaic of ``shape`` sampled through ``pat``."""
+    p = pat.period
+    idx = np.tile(pat.pattern, (-(-shape[0] // p), -(-shape[1] // p)))[: shape[0], : shape[1]]
+    return detect(np.ascontiguousarray(TRANSFORMS[name][0](idx)[:p, :p]))
+
+
+def ensemble(fn: Callable[[np.ndarray, CFAPattern], np.ndarray], m: np.ndarray, pat: CFAPattern, names) -> np.ndarray:
+    """Mean of ``fn`` over the transforms ``names`` of mosaic ``m`` (layout ``pat``), each transformed back."""
+    outs = []
+    for n in names:
+        f, g = TRANSFORMS[n]
+        outs.append(g(np.asarray(fn(np.ascontiguousarray(f(m)), transformed_pattern(pat, m.shape, n)))))
+    return np.mean(outs, axis=0)
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--kernels", default="bc_bayer_bayer_cpu_c51,xl_xtrans_xtrans_xl_c8", help="registry names, comma-separated")
+    ap.add_argument("--sizes", default="1,2,4,8", help="ensemble sizes (of 1, 2, 4, 8)")
+    ap.add_argument("--limit", type=int, default=None, help="first N images of each set")
+    ap.add_argument("--results", default=str(C.BENCH / "RESULTS_ensemble.md"), help="markdown file whose 'ensemble' section is rewritten ('' for none)")
+    a = ap.parse_args(argv)
+    import rawdemosaic
+    from rawdemosaic.evaluate import TEST_SETS, cpsnr, load_images
+    from quality import load_files, validation_files
+
+    sets = {"kodak24": load_images(TEST_SETS["kodak24"], limit=a.limit), "mcmaster18": load_images(TEST_SETS["mcmaster18"], limit=a.limit)}
+    sets["val"] = load_files(validation_files()[0][: a.limit])
+    sizes = [int(s) for s in a.sizes.split(",")]
+    infos = {k.name: k for k in rawdemosaic.kernels(plugins=False)}
+    rows, doc = [], {"machine": C.machine_info(), "rows": []}
+    for name in a.kernels.split(","):
+        info = infos[name]
+        fn = C.registry_fn(info)
+        base = CFAPattern(info.cfa, 0, 0)
+        scores = {(s, n): [] for s in sets for n in sizes}
+        for sname, imgs in sets.items():
+            for img in imgs:
+                m = mosaic(img, base)
+                for n in sizes:
+                    scores[(sname, n)].append(cpsnr(np.clip(ensemble(fn, m, base, ENSEMBLES[n]), 0, 1), img))
+        for n in sizes:
+            q = {s: float(np.mean(scores[(s, n)])) for s in sets}
+            doc["rows"].append({"kernel": name, "n": n, "transforms": list(ENSEMBLES[n]), "cost": info.cost * n, **q})
+            rows.append([f"`{name}`", str(n), f"{info.cost * n:.0f}", *(C.fmt(q[s]) for s in sets)])
+            print(f"{name} x{n}: " + ", ".join(f"{s} {q[s]:.2f}" for s in sets), flush=True)
+    body = (
+        "Mean over the dihedral transforms of the mosaic (each demosaicked in its own CFA phase and transformed back): "
+        "x2 = identity + 180-degree rotation, x4 adds both flips, x8 all eight. Cost is the kernel's times n; "
+        "time grows about n-fold. CPSNR (dB), sRGB protocol" + (f", first {a.limit} images per set" if a.limit else "") + ".\n\n"
+        + C.md_table(["kernel", "n", "ops/pixel", "Kodak24", "McMaster18", "validation"], rows)
+    )
+    if a.results:
+        out = Path(a.results)
+        tmp = out.with_name("." + out.name + ".tmp")
+        tmp.write_text(f"# Self-ensemble\n\nWritten by `benchmarks/self_ensemble.py`: {C.machine_line(doc['machine'])}.\n\n{body}\n")
+        tmp.replace(out)
+    return doc
+
+
+if __name__ == "__main__":
+    main()
