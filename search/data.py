@@ -360,7 +360,8 @@ class PatchDataset(torch.utils.data.Dataset):
         crops, colour = self._crops(pool, rng)
         if self.hard_fraction > 0 and pool > n_img:
             mod, crop = self._cheap()
-            parts = [self._score_parts(mod, crop, *self._patches(crops, colour, np.arange(s, min(s + self._chunk, pool)))) for s in range(0, pool, self._chunk)]
+            chunks = (np.arange(s, min(s + self._chunk, pool)) for s in range(0, pool, self._chunk))
+            parts = [self._score_parts(mod, crop, *self._patches(crops, colour, idx)) for idx in chunks]
             score = _ranks(np.concatenate([e for e, _ in parts])) + _ranks(np.concatenate([h for _, h in parts]))
             order = np.argsort(-score, kind="stable")
             n_hard = int(round(n_img * self.hard_fraction))

@@ -116,8 +116,7 @@ def test_validation_images_are_the_search_validation_split(bench, shared_data):
 def test_self_ensemble_transforms_keep_the_layout(bench, cfa):
     """Each transform of a mosaic is the mosaic of the transformed image in the detected phase, and each
     inverse undoes its forward; so averaging a kernel over them is averaging the same scene."""
-    sys.path.insert(0, str(BENCH))
-    E = importlib.import_module("self_ensemble")
+    E = importlib.import_module("self_ensemble")  # benchmarks/ is on sys.path while `bench` is
     from rawdemosaic.cfa import as_pattern, mosaic
 
     pat = as_pattern(cfa)
@@ -131,8 +130,7 @@ def test_self_ensemble_transforms_keep_the_layout(bench, cfa):
 def test_self_ensemble_of_bilinear_is_bilinear_inside(bench):
     """Bilinear interpolation is symmetric, so every transformed run agrees with the plain one away from the
     border, and so does their mean; a wrong phase would not."""
-    sys.path.insert(0, str(BENCH))
-    E = importlib.import_module("self_ensemble")
+    E = importlib.import_module("self_ensemble")  # benchmarks/ is on sys.path while `bench` is
     import rawdemosaic
     from rawdemosaic.cfa import as_pattern, mosaic
 
