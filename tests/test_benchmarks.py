@@ -141,3 +141,14 @@ def test_self_ensemble_of_bilinear_is_bilinear_inside(bench):
     plain = fn(m, pat)
     for n, names in E.ENSEMBLES.items():
         np.testing.assert_allclose(E.ensemble(fn, m, pat, names)[2:-2, 2:-2], plain[2:-2, 2:-2], atol=1e-5, err_msg=str(n))
+
+
+def test_self_ensemble_script_smoke(bench, shared_data, tmp_path):
+    E = importlib.import_module("self_ensemble")
+    out = tmp_path / "ens.md"
+    doc = E.main(["--limit", "1", "--sizes", "1,2", "--kernels", "bayer_bilinear", "--results", str(out)])
+    one, two = (r for r in doc["rows"] if r["kernel"] == "bayer_bilinear")
+    assert two["cost"] == 2 * one["cost"] and abs(two["mcmaster18"] - one["mcmaster18"]) < 0.01  # symmetric filter
+    assert "| `bayer_bilinear` | 2 |" in out.read_text()
+    with pytest.raises(SystemExit):
+        E.main(["--sizes", "3", "--results", ""])
