@@ -55,11 +55,25 @@ def ensemble(fn: Callable[[np.ndarray, CFAPattern], np.ndarray], m: np.ndarray, 
     return np.mean(outs, axis=0)
 
 
+def ensemble_u16(k, m: np.ndarray, pat: CFAPattern, names) -> np.ndarray:
+    """:func:`ensemble` for a uint16 kernel, as the converter would run it: float32 sum, rounded back."""
+    if tuple(names) == ("id",):
+        return k(m, pat)
+    acc = None
+    for n in names:
+        f, g = TRANSFORMS[n]
+        out = g(k(np.ascontiguousarray(f(m)), transformed_pattern(pat, m.shape, n)))
+        acc = out.astype(np.float32) if acc is None else np.add(acc, out, out=acc)
+    return (acc * np.float32(1 / len(names)) + np.float32(0.5)).astype(np.uint16)
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--kernels", default="bc_bayer_bayer_cpu_c51,xl_xtrans_xtrans_xl_c8", help="registry names, comma-separated")
     ap.add_argument("--sizes", default="1,2,4,8", help="ensemble sizes (of 1, 2, 4, 8)")
     ap.add_argument("--limit", type=int, default=None, help="first N images of each set")
+    ap.add_argument("--time", default="3000x3996", help="also time each ensemble on an HxW uint16 mosaic, linear light in and out as the converter runs kernels ('' to skip)")
+    ap.add_argument("--repeats", type=int, default=5, help="timed runs (median)")
     ap.add_argument("--results", default=str(C.BENCH / "RESULTS_ensemble.md"), help="markdown file to rewrite ('' for none)")
     a = ap.parse_args(argv)
     import rawdemosaic
@@ -85,16 +99,27 @@ def main(argv=None) -> dict:
                 m = mosaic(img, base)
                 for n in sizes:
                     scores[(sname, n)].append(cpsnr(np.clip(ensemble(fn, m, base, ENSEMBLES[n]), 0, 1), img))
+        if a.time:
+            from rawdemosaic.program.compiler import Kernel
+
+            h, w = (int(v) for v in a.time.split("x"))
+            k = Kernel(info.program(), "uint16", "uint16", quiet=True, linear_io=True)
+            mu = (np.random.default_rng(0).random((h, w)) * 65535).astype(np.uint16)
         for n in sizes:
             q = {s: float(np.mean(scores[(s, n)])) for s in sets}
-            doc["rows"].append({"kernel": name, "n": n, "transforms": list(ENSEMBLES[n]), "cost": info.cost * n, **q})
-            rows.append([f"`{name}`", str(n), f"{info.cost * n:.0f}", *(C.fmt(q[s]) for s in sets)])
-            print(f"{name} x{n}: " + ", ".join(f"{s} {q[s]:.2f}" for s in sets), flush=True)
+            mps = float("nan")
+            if a.time:
+                mps = h * w / 1e6 / float(np.median(C.timed(lambda: ensemble_u16(k, mu, base, ENSEMBLES[n]), a.repeats)))
+            doc["rows"].append({"kernel": name, "n": n, "transforms": list(ENSEMBLES[n]), "cost": info.cost * n, "mps": mps, **q})
+            rows.append([f"`{name}`", str(n), f"{info.cost * n:.0f}", *(C.fmt(q[s]) for s in sets), C.fmt_speed(mps) if a.time else "-"])
+            print(f"{name} x{n}: " + ", ".join(f"{s} {q[s]:.2f}" for s in sets) + (f", {mps:.1f} MP/s" if a.time else ""), flush=True)
     body = (
         "Mean over the dihedral transforms of the mosaic (each demosaicked in its own CFA phase and transformed back): "
         "x2 = identity + 180-degree rotation, x4 adds both flips, x8 all eight. Cost is the kernel's times n "
-        "(n kernel runs; not timed here). CPSNR (dB), sRGB protocol" + (f", first {a.limit} images per set" if a.limit else "") + ".\n\n"
-        + C.md_table(["kernel", "n", "ops/pixel", "Kodak24", "McMaster18", "validation"], rows)
+        "(n kernel runs). CPSNR (dB), sRGB protocol" + (f", first {a.limit} images per set" if a.limit else "")
+        + (f"; MP/s on a {a.time} uint16 mosaic in linear light (as `convert` runs kernels), median of {a.repeats}, "
+           "transforms, copies and the mean included" if a.time else "") + ".\n\n"
+        + C.md_table(["kernel", "n", "ops/pixel", "Kodak24", "McMaster18", "validation", "MP/s"], rows)
     )
     if a.results:
         out = Path(a.results)

@@ -141,14 +141,22 @@ def test_self_ensemble_of_bilinear_is_bilinear_inside(bench):
     plain = fn(m, pat)
     for n, names in E.ENSEMBLES.items():
         np.testing.assert_allclose(E.ensemble(fn, m, pat, names)[2:-2, 2:-2], plain[2:-2, 2:-2], atol=1e-5, err_msg=str(n))
+    from rawdemosaic.program.compiler import Kernel
+
+    k16 = Kernel(next(k for k in rawdemosaic.kernels("bayer") if k.name == "bayer_bilinear").program(), "uint16", "uint16", quiet=True)
+    m16 = (m * 65535).astype(np.uint16)
+    plain16 = k16(m16, pat).astype(np.int64)
+    for n, names in E.ENSEMBLES.items():  # the uint16 path (timed) rounds the float32 mean back: within a step
+        got = E.ensemble_u16(k16, m16, pat, names)
+        assert got.dtype == np.uint16 and np.abs(got.astype(np.int64) - plain16)[2:-2, 2:-2].max() <= 1, n
 
 
 def test_self_ensemble_script_smoke(bench, shared_data, tmp_path):
     E = importlib.import_module("self_ensemble")
     out = tmp_path / "ens.md"
-    doc = E.main(["--limit", "1", "--sizes", "1,2", "--kernels", "bayer_bilinear", "--results", str(out)])
+    doc = E.main(["--limit", "1", "--sizes", "1,2", "--kernels", "bayer_bilinear", "--time", "48x64", "--repeats", "1", "--results", str(out)])
     one, two = (r for r in doc["rows"] if r["kernel"] == "bayer_bilinear")
     assert two["cost"] == 2 * one["cost"] and abs(two["mcmaster18"] - one["mcmaster18"]) < 0.01  # symmetric filter
-    assert "| `bayer_bilinear` | 2 |" in out.read_text()
+    assert "| `bayer_bilinear` | 2 |" in out.read_text() and all(r["mps"] > 0 for r in doc["rows"])
     with pytest.raises(SystemExit):
         E.main(["--sizes", "3", "--results", ""])
