@@ -42,29 +42,27 @@ ENSEMBLES = {1: ("id",), 2: ("id", "rot180"), 4: ("id", "flip_lr", "flip_ud", "r
 def transformed_pattern(pat: CFAPattern, shape: tuple[int, int], name: str) -> CFAPattern:
     """The layout of ``TRANSFORMS[name]`` applied to a mosaic of ``shape`` sampled through ``pat``."""
     p = pat.period
-    idx = np.tile(pat.pattern, (-(-shape[0] // p), -(-shape[1] // p)))[: shape[0], : shape[1]]
-    return detect(np.ascontiguousarray(TRANSFORMS[name][0](idx)[:p, :p]))
+    # the transform of the pixel coordinates (broadcast views: no image-sized array), cut to one period
+    rows = TRANSFORMS[name][0](np.broadcast_to(np.arange(shape[0])[:, None], shape))[:p, :p]
+    cols = TRANSFORMS[name][0](np.broadcast_to(np.arange(shape[1])[None, :], shape))[:p, :p]
+    return detect(pat.pattern[rows % p, cols % p])
 
 
 def ensemble(fn: Callable[[np.ndarray, CFAPattern], np.ndarray], m: np.ndarray, pat: CFAPattern, names) -> np.ndarray:
-    """Mean of ``fn`` over the transforms ``names`` of mosaic ``m`` (layout ``pat``), each transformed back."""
-    outs = []
-    for n in names:
-        f, g = TRANSFORMS[n]
-        outs.append(g(np.asarray(fn(np.ascontiguousarray(f(m)), transformed_pattern(pat, m.shape, n)))))
-    return np.mean(outs, axis=0)
-
-
-def ensemble_u16(k, m: np.ndarray, pat: CFAPattern, names) -> np.ndarray:
-    """:func:`ensemble` for a uint16 kernel, as the converter would run it: float32 sum, rounded back."""
+    """Mean of ``fn`` over the transforms ``names`` of mosaic ``m`` (layout ``pat``), each transformed back:
+    a float32 sum, rounded back to uint16 when ``fn`` returns uint16 (as the converter's kernels do)."""
     if tuple(names) == ("id",):
-        return k(m, pat)
-    acc = None
+        return fn(m, pat)
+    acc = dtype = None
     for n in names:
         f, g = TRANSFORMS[n]
-        out = g(k(np.ascontiguousarray(f(m)), transformed_pattern(pat, m.shape, n)))
-        acc = out.astype(np.float32) if acc is None else np.add(acc, out, out=acc)
-    return (acc * np.float32(1 / len(names)) + np.float32(0.5)).astype(np.uint16)
+        out = g(np.asarray(fn(np.ascontiguousarray(f(m)), transformed_pattern(pat, m.shape, n))))
+        if acc is None:
+            acc, dtype = out.astype(np.float32), out.dtype
+        else:
+            np.add(acc, out, out=acc)
+    acc *= np.float32(1 / len(names))
+    return (acc + np.float32(0.5)).astype(np.uint16) if dtype == np.uint16 else acc
 
 
 def main(argv=None) -> dict:
@@ -109,7 +107,7 @@ def main(argv=None) -> dict:
             q = {s: float(np.mean(scores[(s, n)])) for s in sets}
             mps = float("nan")
             if a.time:
-                mps = h * w / 1e6 / float(np.median(C.timed(lambda: ensemble_u16(k, mu, base, ENSEMBLES[n]), a.repeats)))
+                mps = h * w / 1e6 / float(np.median(C.timed(lambda: ensemble(k, mu, base, ENSEMBLES[n]), a.repeats)))
             doc["rows"].append({"kernel": name, "n": n, "transforms": list(ENSEMBLES[n]), "cost": info.cost * n, "mps": mps, **q})
             rows.append([f"`{name}`", str(n), f"{info.cost * n:.0f}", *(C.fmt(q[s]) for s in sets), C.fmt_speed(mps) if a.time else "-"])
             print(f"{name} x{n}: " + ", ".join(f"{s} {q[s]:.2f}" for s in sets) + (f", {mps:.1f} MP/s" if a.time else ""), flush=True)
