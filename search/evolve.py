@@ -610,7 +610,8 @@ class Search:
         width = int(self.config["space"].get("seed_width", 8))
         residual = self.config["space"].get("residual_seeds", {}).get(self.cfa.value, [])
         deep = self.config["space"].get("deep_seeds", {}).get(self.cfa.value, [])
-        seeds = S.seed_programs(self.cfa, width=width, seed=self.seed, residual=residual, deep=deep)
+        midres = self.config["space"].get("midres_seeds", {}).get(self.cfa.value, [])
+        seeds = S.seed_programs(self.cfa, width=width, seed=self.seed, residual=residual, deep=deep, midres=midres)
         if phase == "green":
             chroma = S.default_chroma(self.cfa, seed=self.seed)
             base = [(S.compose(s, chroma, s.name), False) for s in seeds]

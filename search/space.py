@@ -47,6 +47,7 @@ __all__ = [
     "seed_programs",
     "deep_net",
     "residual_net",
+    "midres_net",
     "default_chroma",
     "compose",
     "green_part",
@@ -320,15 +321,68 @@ def deep_net(cfa: CFA | str, width: int = 16, depth: int = 3, chroma_width: int 
     return _build(f"seed_deep_{cfa.value}_{width}x{depth}", cfa, g, c, np.random.default_rng(seed + 3), {"seed": "deep_net"})
 
 
-def seed_programs(cfa: CFA | str, width: int = 8, seed: int = 0, residual: Sequence[Sequence[int]] = (), deep: Sequence[Sequence[int]] = ()) -> list[Program]:
+def midres_net(cfa: CFA | str, width: int = 24, depth: int = 2, chroma_width: int | None = None, factor: int = 2, seed: int = 0) -> Program:
+    """:func:`residual_net` whose trunks run on a grid ``factor`` times finer than the packed one.
+
+    The packed mosaic (one cell per CFA period) is mapped by a :class:`LearnedUpsample` to ``width``
+    channels on a grid of ``period / factor`` pixels, 3x3 ``Conv2D``/``ReLU`` layers run there, and a
+    ``Pack`` by ``factor`` and a 1x1 head bring the result back to one value per CFA position. At the
+    X-Trans period a packed cell spans 6x6 pixels: a trunk of ``W`` channels there holds ``W / 36``
+    features per pixel and a 3x3 layer costs ``9 W^2 / 36``, so the same features per pixel cost 9 times
+    what they cost at the Bayer period. On the 3x3-pixel grid (``factor=2``) a layer costs ``W^2`` for
+    ``W / 9`` features per pixel. Green and chroma as in :func:`residual_net`; the chroma trunk reads the
+    up-sampled known differences stacked with the green trunk.
+
+    References
+    ----------
+    .. [1] K. Ma et al., "Searching for fast demosaicking algorithms", ACM TOG 41(5), 2022 (their X-Trans
+       green models up-sample the packed mosaic by 2 before the convolutions).
+    """
+    cfa = CFA(cfa)
+    pp = cfa.period**2
+    if cfa.period % factor:
+        raise ValueError(f"factor {factor} does not divide the {cfa.value} period {cfa.period}")
+    k = 3 if cfa is CFA.BAYER else 1
+    cw = chroma_width or width
+    g: list[Node] = [
+        N("g_pack", "Pack", ("mosaic",)),
+        N("g_lin", "Conv2D", ("g_pack",), {"out_channels": pp, "kernel": k}),
+        N("g_up", "LearnedUpsample", ("g_pack",), {"factor": factor, "out_channels": width}),
+    ]
+    prev = "g_up"
+    for i in range(depth):
+        g += [N(f"g_c{i}", "Conv2D", (prev,), {"out_channels": width}), N(f"g_r{i}", "ReLU", (f"g_c{i}",))]
+        prev = f"g_r{i}"
+    g += [
+        N("g_dn", "Pack", (prev,), {"factor": factor}),
+        N("g_res", "Conv2D", ("g_dn",), {"out_channels": pp, "kernel": 1}),
+        N("g_out", "Add", ("g_lin", "g_res")),
+    ]
+    c = _chroma_input(pp) + [
+        N("c_lin", "Conv2D", ("c_d",), {"out_channels": 2 * pp, "kernel": k}),
+        N("c_up", "LearnedUpsample", ("c_d",), {"factor": factor, "out_channels": cw}),
+        N("c_in", "Stack", ("c_up", prev)),
+        N("c_c0", "Conv2D", ("c_in",), {"out_channels": cw}),
+        N("c_r0", "ReLU", ("c_c0",)),
+        N("c_dn", "Pack", ("c_r0",), {"factor": factor}),
+        N("c_res", "Conv2D", ("c_dn",), {"out_channels": 2 * pp, "kernel": 1}),
+        N("c_out", "Add", ("c_lin", "c_res")),
+    ]
+    return _build(f"seed_midres_{cfa.value}_{width}x{depth}_f{factor}", cfa, g, c, np.random.default_rng(seed + 4), {"seed": "midres_net"})
+
+
+def seed_programs(cfa: CFA | str, width: int = 8, seed: int = 0, residual: Sequence[Sequence[int]] = (), deep: Sequence[Sequence[int]] = (), midres: Sequence[Sequence[int]] = ()) -> list[Program]:
     """The seed programs of a CFA: a demosaicnet-like network, multi-resolution interpolation, a
-    :func:`residual_net` per ``(width, depth[, chroma_width[, head_kernel]])`` in ``residual`` (one per cost tier, say)
-    and a :func:`deep_net` per ``(width, depth[, chroma_width, chroma_depth])`` in ``deep``."""
+    :func:`residual_net` per ``(width, depth[, chroma_width[, head_kernel]])`` in ``residual`` (one per cost tier, say),
+    a :func:`deep_net` per ``(width, depth[, chroma_width, chroma_depth])`` in ``deep`` and a
+    :func:`midres_net` per ``(width, depth[, chroma_width[, factor]])`` in ``midres``."""
     seeds = [demosaicnet_like(cfa, width=width, seed=seed), weighted_interp(cfa, low_width=width, seed=seed)]
     for r in residual:
         seeds.append(residual_net(cfa, *[int(v) for v in r], seed=seed))
     for r in deep:
         seeds.append(deep_net(cfa, *[int(v) for v in r], seed=seed))
+    for r in midres:
+        seeds.append(midres_net(cfa, *[int(v) for v in r], seed=seed))
     return seeds
 
 
@@ -846,6 +900,10 @@ def _non_negative(by_id: dict, nid: str, memo: dict) -> bool:
     return memo[nid]
 
 
+def _pow2(n: int) -> bool:
+    return n > 0 and not n & (n - 1)
+
+
 def _factor(prog: Program, n: Node) -> int:
     p = prog.params(n)
     return p.get("factor") or prog.period
@@ -893,7 +951,8 @@ def prune(prog: Program, space: SpaceConfig, seen: set[str] | None = None) -> st
     coarse = max(shapes[n.id].scale for n in live)
     if coarse > space.max_scale:
         return f"scale {coarse} > {space.max_scale}"
-    off = [n.id for n in live if shapes[n.id].scale != 1 and (shapes[n.id].scale % prog.period or (shapes[n.id].scale // prog.period) & (shapes[n.id].scale // prog.period - 1))]
+    # grids of p * 2^k pixels, k >= -1 (half the period: the X-Trans 3x3 grid of midres_net)
+    off = [n.id for n in live if shapes[n.id].scale != 1 and ((2 * shapes[n.id].scale) % prog.period or not _pow2(2 * shapes[n.id].scale // prog.period))]
     if off:
         return f"scale off the p * 2^k grid ({off[0]})"
     cost = space.cost(prog)

@@ -105,3 +105,19 @@ def test_bilinear_program_module_is_a_demosaicker():
     m = torch.from_numpy(img[:, 1:2])  # a flat grey image: its mosaic is flat
     out = ProgramModule(prog)(m)
     assert torch.allclose(out[..., 4:-4, 4:-4], torch.full_like(out[..., 4:-4, 4:-4], 0.3), atol=1e-6)
+
+
+@pytest.mark.parametrize("cfa", ["bayer", "xtrans"])
+def test_midres_seed_torch_reference_halide_agree(cfa, tmp_path, monkeypatch):
+    """The half-period trunks (LearnedUpsample in, Pack by 2 out) train and compile to the same function."""
+    from rawdemosaic.program.compiler import Kernel
+    from rawdemosaic.search.space import midres_net
+
+    monkeypatch.setenv("RAWDEMOSAIC_CACHE", str(tmp_path))
+    prog = midres_net(cfa, 4, 1, 4, seed=2)
+    assert min(s.scale for s in prog.shapes().values()) == 1 and prog.shapes()["g_c0"].scale == prog.period // 2
+    m = _mosaic_for(prog, 3)
+    r = prog.receptive_radius()
+    ref = run_reference(prog, m)
+    assert np.abs(_torch_rgb(ProgramModule(prog), m) - ref)[r:-r, r:-r].max() <= TOL
+    assert np.abs(Kernel(prog, quiet=True)(m) - ref).max() <= TOL

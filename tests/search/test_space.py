@@ -14,7 +14,7 @@ MUTATION_NAMES = [k for k in S.MUTATIONS if k != "green_swap"]
 
 def _programs(cfa: str) -> list[Program]:
     """Seeds plus a few random descendants (including resolution changes with factor 4)."""
-    seeds = S.seed_programs(cfa, width=4, seed=1, deep=[(4, 2)])
+    seeds = S.seed_programs(cfa, width=4, seed=1, deep=[(4, 2)], midres=[(4, 1)])
     rng = np.random.default_rng(5)
     sp = S.SpaceConfig(cfa=cfa, mode="joint", max_cost=1e9, max_radius=10**6)
     out = list(seeds)
@@ -51,10 +51,10 @@ def test_every_mutation_valid(cfa, kind):
         assert k == kind
         shapes = child.shapes()  # valid
         assert shapes[child.output].channels == 3 and shapes[child.output].scale == 1
-        # resolution rules: every scale a multiple of the period's divisor chain, sinks at full res
+        # resolution rules: every scale on the grid p * 2^k (k >= -1), sinks at full res
         for n in child.live_nodes():
             s = shapes[n.id].scale
-            assert s == 1 or (s % child.period == 0 and ((s // child.period) & (s // child.period - 1)) == 0)
+            assert s == 1 or ((2 * s) % child.period == 0 and ((2 * s // child.period) & (2 * s // child.period - 1)) == 0)
             assert s <= sp.max_scale
         assert shapes["green"].scale == 1
         # cost recomputed from the new weights
@@ -309,3 +309,27 @@ def test_residual_seed_head_kernel():
     assert [one.params(one.node(h))["kernel"] for h in heads] == [1] * 4
     assert [three.params(three.node(h))["kernel"] for h in heads] == [3] * 4
     assert three.cost() - one.cost() == pytest.approx(8 * sum(one.node_costs()[h] - one.params(one.node(h))["out_channels"] / 36 for h in heads))
+
+
+@pytest.mark.parametrize("cfa", ["bayer", "xtrans"])
+def test_midres_net_structure_and_cost(cfa):
+    """Trunks on the half-period grid: a 3x3 layer of W channels costs (9 W^2 + 2 W) / (p/2)^2 per pixel."""
+    p = CFA(cfa).period
+    w = 8
+    one, two = S.midres_net(cfa, w, 1, 6), S.midres_net(cfa, w, 2, 6)
+    shapes = two.shapes()
+    assert shapes["g_c1"].scale == shapes["c_c0"].scale == p // 2
+    assert shapes["g_dn"].scale == p and shapes["g_dn"].channels == 4 * w
+    assert two.node("c_in").inputs == ("c_up", "g_r1")  # the chroma trunk reads the green one
+    assert two.cost() - one.cost() == pytest.approx((9 * w * w + 2 * w) / (p // 2) ** 2)  # conv taps, bias, ReLU
+    assert S.prune(two, S.SpaceConfig(cfa=cfa, max_cost=1e9)) is None
+    with pytest.raises(ValueError, match="does not divide"):
+        S.midres_net(cfa, w, 1, factor=4)
+
+
+def test_midres_seeds_from_config():
+    seeds = S.seed_programs("xtrans", width=4, midres=[(8, 1), (8, 2, 4, 3)])
+    assert [p.name for p in seeds[-2:]] == ["seed_midres_xtrans_8x1_f2", "seed_midres_xtrans_8x2_f3"]
+    assert seeds[-1].shapes()["g_c0"].scale == 2 and seeds[-1].shapes()["c_c0"].channels == 4
+    # the 2-pixel grid is off the search's p * 2^k grid: such a seed is pruned, not trained
+    assert "scale off" in S.prune(seeds[-1], S.SpaceConfig(cfa="xtrans", max_cost=1e9))
