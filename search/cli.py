@@ -70,7 +70,7 @@ def parse_overrides(items: Sequence[str]) -> dict:
     return out
 
 
-def export_run(run_dir: str | Path, into: str | Path | None = None, top: int | None = None, steps: int | None = None, sets: Sequence[str] | None = None, limit: int | None = None, trainer=None, executor=None, quiet: bool = False, prune: bool = True, overrides: dict | None = None, trained_dir: str | Path | None = None, train_only: bool = False, jobs: int = 1, ids: Sequence[int] | None = None) -> list:
+def export_run(run_dir: str | Path, into: str | Path | None = None, top: int | None = None, steps: int | None = None, sets: Sequence[str] | None = None, limit: int | None = None, trainer=None, executor=None, quiet: bool = False, prune: bool = True, overrides: dict | None = None, trained_dir: str | Path | None = None, train_only: bool = False, jobs: int = 1, ids: Sequence[int] | None = None, ensemble: Sequence[int] = ()) -> list:
     """Full-train the finalists of a run's front and add them to the registry ``into``.
 
     Finalists: the Pareto front of the final population (cost vs validation PSNR), up to ``top`` of
@@ -85,6 +85,8 @@ def export_run(run_dir: str | Path, into: str | Path | None = None, top: int | N
     finalist is saved there (``c<id>.json`` + weights) as soon as it is trained and reused when present, so an
     interrupted export resumes, and training can run on one machine (``train_only``: no Halide needed,
     returns ``[]``) and the measurement on another. ``jobs`` trains that many finalists in parallel processes.
+    Each size in ``ensemble`` (2 or 4) also writes ``<name>_x<n>``: the finalist averaged over ``n``
+    reflections of the mosaic (:mod:`rawdemosaic.program.ensemble`), measured like any entry.
     """
     from ..registry import default_models_dir
     from . import evolve as E
@@ -181,16 +183,20 @@ def export_run(run_dir: str | Path, into: str | Path | None = None, top: int | N
             run_info["export_overrides"] = overrides
         if r.get("full_train", {}).get("device"):
             run_info["full_train_device"] = r["full_train"]["device"]
-        q = None
-        if limit:
-            from .export import measure_quality
+        variants = [(prog, run_info)] + [
+            (prog.with_ensemble(n, name=f"{name}_x{n}"), {**run_info, "ensemble": n, "ensemble_of": name}) for n in ensemble
+        ]
+        for vprog, vinfo in variants:
+            q = None
+            if limit:
+                from .export import measure_quality
 
-            q0 = measure_quality(prog, sets, images=images, validation=False)
-            q = {(f"{k.split('_')[0]}@{limit}" + ("_linear" if k.endswith("_linear") else "")): v for k, v in q0.items()}
-        info = export_entry(prog, run_info, into, sets, quality=q)
-        written.append(info)
-        if not quiet:
-            print(f"exported {info.name}: cost {info.cost:g}, " + ", ".join(f"{k} {v:.2f}" for k, v in info.quality.items()))
+                q0 = measure_quality(vprog, sets, images=images, validation=False)
+                q = {(f"{k.split('_')[0]}@{limit}" + ("_linear" if k.endswith("_linear") else "")): v for k, v in q0.items()}
+            info = export_entry(vprog, vinfo, into, sets, quality=q)
+            written.append(info)
+            if not quiet:
+                print(f"exported {info.name}: cost {info.cost:g}, " + ", ".join(f"{k} {v:.2f}" for k, v in info.quality.items()))
     if prune and not limit:
         from ..registry import prune_dominated
 
@@ -255,6 +261,7 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--trained", default=None, metavar="DIR", help="save each trained finalist here, and reuse those already there")
     e.add_argument("--train-only", action="store_true", help="stop after training (with --trained: measure and export later, elsewhere)")
     e.add_argument("--jobs", type=int, default=1, help="train this many finalists in parallel processes")
+    e.add_argument("--ensemble", type=int, nargs="+", default=[], choices=(2, 4), help="also write each finalist averaged over this many reflections of the mosaic (<name>_x<n>)")
     e.add_argument("--quiet", action="store_true")
     p = sub.add_parser("report", help="plot the cost/quality front (PNG)")
     p.add_argument("--models", default=None, help="registry directory (default: the runtime's)")
@@ -281,7 +288,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.train_only and not args.trained:
                 raise ValueError("--train-only needs --trained DIR (where the trained finalists go)")
             written = export_run(args.dir, args.into, args.top, args.steps, args.sets, args.limit, quiet=args.quiet,
-                                 overrides=parse_overrides(args.overrides), trained_dir=args.trained, train_only=args.train_only, jobs=args.jobs, ids=args.ids)
+                                 overrides=parse_overrides(args.overrides), trained_dir=args.trained, train_only=args.train_only, jobs=args.jobs, ids=args.ids, ensemble=args.ensemble)
             if args.train_only:
                 print(f"trained finalists in {args.trained}")
             else:

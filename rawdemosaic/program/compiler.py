@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import KernelBuildError, ProgramError
+from .ensemble import pattern_offsets, reflection_origin, reflections
 from .graph import Program
 from .ops import HalideContext, HNode, Shape, get_op
 
@@ -99,7 +100,7 @@ def _compiler_key() -> str:
     """Fingerprint of the lowering code: kernels built by other versions of it are not reused."""
     h = hashlib.sha256()
     here = Path(__file__).resolve().parent
-    for name in ("ops.py", "compiler.py", _ALLOC_SOURCE):
+    for name in ("ops.py", "compiler.py", "ensemble.py", _ALLOC_SOURCE):
         h.update((here / name).read_bytes())
     return h.hexdigest()[:8]
 
@@ -186,25 +187,69 @@ def build_pipeline(program: Program, in_dtype: str = "float32", out_dtype: str =
 
     With ``linear_io`` a program of domain ``"srgb"`` gets linear light in and out: the mosaic is encoded
     with the sRGB transfer curve (once per input pixel, in the materialised input) and the result decoded.
+    An ensemble program lowers its graph once per reflection of the mosaic (each copy reading its own
+    reflected view of the extended mosaic, :mod:`rawdemosaic.program.ensemble`) and averages the copies
+    before the output encoding.
     """
     hl = _hl()
     if in_dtype not in _DTYPES or out_dtype not in _DTYPES:
         raise ProgramError(f"dtypes must be float32 or uint16, got {in_dtype}/{out_dtype}")
+    p = program.period
+    x, y, c = hl.Var("x"), hl.Var("y"), hl.Var("c")
+    inp = hl.ImageParam(hl.Float(32) if in_dtype == "float32" else hl.UInt(16), 2, "mosaic")
+    transfer = linear_io and program.domain == "srgb"
+    copies = reflections(program.ensemble)
+    lowered = []
+    for k, (sx, sy) in enumerate(copies):
+        tag = f"_e{k}" if k else ""
+        a, b = pattern_offsets(program.cfa.canonical, sx, sy)
+        ox = reflection_origin(inp.dim(0).min(), inp.dim(0).extent(), sx, a, p)
+        oy = reflection_origin(inp.dim(1).min(), inp.dim(1).extent(), sy, b, p)
+        lowered.append((_lower_graph(hl, program, inp, in_dtype, transfer, sx * x + ox, sy * y + oy, tag), sx, sy, ox, oy))
+    rgb = lowered[0][0].rgb[x, y, c]
+    for g, sx, sy, ox, oy in lowered[1:]:
+        # the copy's output, materialised in its own phase-split loops (g.rgb), reflected back into the
+        # output's frame per tile (dense reversed loads); the output reads it like any intermediate
+        g.back = hl.Func(f"{g.rgb.name()}_back")
+        g.back[x, y, c] = g.rgb[sx * (x - ox), sy * (y - oy), c]
+        g.stacks.append((g.back, 1, 3))
+        rgb = rgb + g.back[x, y, c]
+    if len(lowered) > 1:
+        rgb = rgb * hl.f32(1.0 / len(lowered))
+    out = hl.Func("rgb_out")
+    if out_dtype == "float32":
+        out[c, x, y] = _srgb_decode(hl, rgb) if transfer else rgb
+    else:  # saturates at 1: the decode may clamp first, and run as a polynomial
+        val = _srgb_decode_unit(hl, rgb) if transfer else rgb
+        out[c, x, y] = hl.saturating_cast(hl.UInt(16), val * 65535.0 + 0.5)
+
+    _schedule(hl, out, [g for g, *_ in lowered], program, x, y, c)
+    return hl.Pipeline(out), [inp]
+
+
+class _Lowered:
+    """One copy of a program's graph in Halide: its output Func and what the schedule materialises."""
+
+    def __init__(self, rgb, ext, heavy, helpers, stacks, out_mod):
+        self.rgb, self.ext, self.heavy, self.helpers, self.stacks = rgb, ext, heavy, helpers, stacks
+        self.out_mod = out_mod  # phase modulus of the output expression
+
+
+def _lower_graph(hl: Any, program: Program, inp: Any, in_dtype: str, transfer: bool, xr: Any, yr: Any, tag: str) -> _Lowered:
+    """Lower the graph on the extended mosaic read at ``(xr, yr)`` (the identity, or a reflection);
+    ``tag`` keeps the Func and buffer names of ensemble copies apart."""
     shapes = program.shapes()
     p = program.period
     x, y, c = hl.Var("x"), hl.Var("y"), hl.Var("c")
-    ctx = HalideContext(hl, program.cfa.canonical)
-
-    inp = hl.ImageParam(hl.Float(32) if in_dtype == "float32" else hl.UInt(16), 2, "mosaic")
-    ext = hl.Func("mosaic_ext")
-    xs = _fold(hl, x, inp.dim(0).min(), inp.dim(0).extent(), p)
-    ys = _fold(hl, y, inp.dim(1).min(), inp.dim(1).extent(), p)
-    transfer = linear_io and program.domain == "srgb"
+    ctx = HalideContext(hl, program.cfa.canonical, tag)
+    ext = hl.Func(f"mosaic_ext{tag}")
+    xs = _fold(hl, xr, inp.dim(0).min(), inp.dim(0).extent(), p)
+    ys = _fold(hl, yr, inp.dim(1).min(), inp.dim(1).extent(), p)
     norm = (lambda v: hl.f32(v)) if in_dtype == "float32" else (lambda v: hl.f32(v) * hl.f32(1.0 / 65535.0))
-    mosaic = hl.Func("mosaic_f32")
+    mosaic = hl.Func(f"mosaic_f32{tag}")
     if transfer:  # encode once per input pixel (uint16: a table look-up), materialised as float32
         if in_dtype == "uint16":
-            ext[x, y, c] = _owned_buffer(hl, _srgb_encode_table(), "srgb_encode")[hl.cast(hl.Int(32), inp[xs, ys])]
+            ext[x, y, c] = _owned_buffer(hl, _srgb_encode_table(), f"srgb_encode{tag}")[hl.cast(hl.Int(32), inp[xs, ys])]
         else:
             ext[x, y, c] = _srgb_encode(hl, norm(inp[xs, ys]))
         mosaic[x, y, c] = ext[x, y, c]
@@ -225,7 +270,7 @@ def build_pipeline(program: Program, in_dtype: str = "float32", out_dtype: str =
             phase[n.id] = 1
             continue
         materialised = op.heavy and n.id != program.output and n.id not in inline
-        name = f"{n.op.lower()}_{_safe(n.id)}"
+        name = f"{n.op.lower()}_{_safe(n.id)}{tag}"
         form = op.dense(params, program.node_weights(n)) if materialised and hasattr(op, "dense") else None
         if form is not None and _dense_worthwhile(form[0]):
             (src,) = n.inputs
@@ -251,15 +296,14 @@ def build_pipeline(program: Program, in_dtype: str = "float32", out_dtype: str =
 
     rgb = nodes[program.output].func
     assert rgb is not None  # the output is never materialised
-    out = hl.Func("rgb_out")
-    if out_dtype == "float32":
-        out[c, x, y] = _srgb_decode(hl, rgb[x, y, c]) if transfer else rgb[x, y, c]
-    else:  # saturates at 1: the decode may clamp first, and run as a polynomial
-        val = _srgb_decode_unit(hl, rgb[x, y, c]) if transfer else rgb[x, y, c]
-        out[c, x, y] = hl.saturating_cast(hl.UInt(16), val * 65535.0 + 0.5)
-
-    _schedule(hl, out, ext, heavy, ctx.helpers, stacks, phase[program.output], program, x, y, c)
-    return hl.Pipeline(out), [inp]
+    out_mod = math.lcm(phase[program.output], p)
+    if tag:  # a reflected copy: its output is materialised per tile in its own phase-split loops (read
+        # reversed by the average, inlined, it failed Halide 21's vectoriser on X-Trans programs)
+        mat = hl.Func(f"rgb{tag}")
+        mat[x, y, c] = rgb[x, y, c]
+        stacks.append((mat, out_mod, 3))
+        rgb = mat
+    return _Lowered(rgb, ext, heavy, ctx.helpers, stacks, out_mod)
 
 
 _DENSE_MIN_FANIN = 16  # taps x input channels below which constant-weight expressions are as good
@@ -405,9 +449,8 @@ def _out_modulus(program: Program) -> int:
     return math.lcm(*mods)
 
 
-def _schedule(hl, out, ext, heavy, helpers, stacks, out_mod, program, x, y, c) -> None:
-    p = program.period
-    m = math.lcm(out_mod, p)
+def _schedule(hl, out, copies, program, x, y, c) -> None:
+    m = copies[0].out_mod  # the output inlines the first copy only
     vec = _VEC
     ty, tx = tile_size(program)
     assert tx % m == 0 and ty % m == 0
@@ -453,18 +496,19 @@ def _schedule(hl, out, ext, heavy, helpers, stacks, out_mod, program, x, y, c) -
         acc.compute_at(f, fxo).vectorize(x, _VEC_MAT).unroll(x).unroll(c)
         acc.update().reorder(x, c, r.x, r.y, y).vectorize(x, _VEC_MAT).unroll(x).unroll(c).unroll(r.x)
 
-    materialise(ext, 1, channels=1)
-    for f, mod, channels in stacks:
-        materialise(f, mod, channels=channels)
-    for node, mod in heavy:
-        if node.dense is not None:
-            dense(node)
-            continue
-        for f in node.funcs():
-            materialise(f, mod)
-    for h in helpers:
-        for f in h.funcs():
-            materialise(f, 1)
+    for g in copies:  # each ensemble copy's intermediates per tile, over the tile's reflection
+        materialise(g.ext, 1, channels=1)
+        for f, mod, channels in g.stacks:
+            materialise(f, mod, channels=channels)
+        for node, mod in g.heavy:
+            if node.dense is not None:
+                dense(node)
+                continue
+            for f in node.funcs():
+                materialise(f, mod)
+        for h in g.helpers:
+            for f in h.funcs():
+                materialise(f, 1)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -8,7 +8,9 @@ JSON layout (``format: rawdemosaic-program/1``)::
      "output": "rgb", "weights": "bayer_bilinear.npz", "meta": {...}}
 
 Nodes are listed in topological order; ``inputs`` name earlier nodes. Weights are stored under
-``"<node id>.<weight name>"``. The output node must be ``(3 channels, scale 1)``.
+``"<node id>.<weight name>"``. The output node must be ``(3 channels, scale 1)``. An optional
+``"ensemble": n`` (2 or 4) averages the program over reflections of the mosaic
+(:mod:`rawdemosaic.program.ensemble`).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import numpy as np
 
 from ..cfa import CFA
 from ..errors import ProgramError
+from .ensemble import reflections
 from .ops import Shape, get_op
 
 __all__ = ["Node", "Program", "FORMAT"]
@@ -57,9 +60,11 @@ class Program:
     output: str
     weights: dict[str, np.ndarray] = field(default_factory=dict)
     meta: dict = field(default_factory=dict)
+    ensemble: int = 1  # self-ensemble size: the graph averaged over this many reflections of the mosaic
 
     def __post_init__(self) -> None:
         self.cfa = CFA(self.cfa)
+        reflections(self.ensemble)  # validates
         self.weights = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in self.weights.items()}
         self._shapes: dict[str, Shape] | None = None
 
@@ -79,9 +84,13 @@ class Program:
     def with_domain(self, domain: str) -> "Program":
         """A copy whose Input node declares ``domain`` (weights shared)."""
         nodes = tuple(replace(n, params={**n.params, "domain": domain}) if n.op == "Input" else n for n in self.nodes)
-        prog = Program(self.name, self.cfa, nodes, self.output, dict(self.weights), dict(self.meta))
+        prog = Program(self.name, self.cfa, nodes, self.output, dict(self.weights), dict(self.meta), self.ensemble)
         prog.shapes()
         return prog
+
+    def with_ensemble(self, n: int, name: str | None = None) -> "Program":
+        """A copy averaged over ``n`` reflections of the mosaic (weights shared)."""
+        return Program(name or self.name, self.cfa, self.nodes, self.output, dict(self.weights), dict(self.meta), n)
 
     def node(self, nid: str) -> Node:
         for n in self.nodes:
@@ -158,8 +167,10 @@ class Program:
         return out
 
     def cost(self) -> float:
-        """Total operations per output pixel (see :mod:`rawdemosaic.program.ops` for the model)."""
-        return float(sum(self.node_costs().values()))
+        """Total operations per output pixel (see :mod:`rawdemosaic.program.ops` for the model); an
+        ensemble of ``n`` runs the graph ``n`` times and adds ``n`` operations per channel to average."""
+        graph = float(sum(self.node_costs().values()))
+        return graph if self.ensemble == 1 else self.ensemble * graph + 3 * self.ensemble
 
     def lcm_scale(self) -> int:
         return math.lcm(*(s.scale for s in self.shapes().values()), self.period)
@@ -184,6 +195,8 @@ class Program:
             "nodes": [n.to_json() for n in self.nodes],
             "output": self.output,
         }
+        if self.ensemble != 1:
+            d["ensemble"] = self.ensemble
         if weights_file:
             d["weights"] = weights_file
         if self.meta:
@@ -194,6 +207,8 @@ class Program:
         """Content hash of structure and weights (names and metadata excluded)."""
         h = hashlib.sha256()
         core = {"cfa": self.cfa.value, "nodes": [n.to_json() for n in self.nodes], "output": self.output}
+        if self.ensemble != 1:  # single programs keep the digests (and kernel caches) they always had
+            core["ensemble"] = self.ensemble
         h.update(json.dumps(core, sort_keys=True).encode())
         for k in sorted(self.weights):
             h.update(k.encode())
@@ -211,7 +226,7 @@ class Program:
                 nid, op = nd.pop("id"), nd.pop("op")
                 ins = tuple(nd.pop("inputs", ()))
                 nodes.append(Node(nid, op, ins, nd))
-            prog = cls(d["name"], CFA(d["cfa"]), tuple(nodes), d["output"], dict(weights or {}), dict(d.get("meta", {})))
+            prog = cls(d["name"], CFA(d["cfa"]), tuple(nodes), d["output"], dict(weights or {}), dict(d.get("meta", {})), int(d.get("ensemble", 1)))
         except (KeyError, TypeError, ValueError) as e:
             raise ProgramError(f"malformed program: {e!r}") from None
         prog.shapes()

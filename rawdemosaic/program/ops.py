@@ -140,15 +140,16 @@ class RefContext:
 class HalideContext:
     """Halide evaluation state shared by the lowering of one program (set up by the compiler)."""
 
-    def __init__(self, hl: Any, pattern: np.ndarray):
+    def __init__(self, hl: Any, pattern: np.ndarray, tag: str = ""):
         self.hl = hl
         self.pattern = pattern
+        self.tag = tag  # suffix of helper names (ensemble copies lower the same graph more than once)
         self.helpers: list["HNode"] = []  # intermediate Funcs of composite ops, materialised per tile
         self._n = 0
 
     def fresh(self, stem: str) -> str:
         self._n += 1
-        return f"{stem}_{self._n}"
+        return f"{stem}{self.tag}_{self._n}"
 
     def is_color(self, x: Any, y: Any, colour: int) -> Any:
         """Whether the canonical CFA has ``colour`` at (x, y) (folds to a constant when x, y mod p are)."""

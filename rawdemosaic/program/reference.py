@@ -11,6 +11,7 @@ import numpy as np
 
 from ..cfa import CFAPattern, as_pattern
 from ..errors import ProgramError
+from .ensemble import pattern_offsets, reflection_origin, reflections
 from .graph import Program
 from .ops import RefContext, get_op
 
@@ -33,7 +34,8 @@ def fold_index(x: np.ndarray, lo: int, n: int, p: int) -> np.ndarray:
 def run_reference(program: Program, mosaic: np.ndarray, cfa: CFAPattern | str | np.ndarray | None = None) -> np.ndarray:
     """Evaluate ``program`` on a 2-D mosaic whose pattern is ``cfa`` (default: the canonical one).
 
-    Returns ``(H, W, 3)`` float32.
+    Returns ``(H, W, 3)`` float32. An ensemble program is evaluated on each reflection of the extended
+    mosaic as the compiled kernel reads it (:mod:`rawdemosaic.program.ensemble`), and averaged.
     """
     m = np.asarray(mosaic, np.float32)
     if m.ndim != 2:
@@ -41,19 +43,30 @@ def run_reference(program: Program, mosaic: np.ndarray, cfa: CFAPattern | str | 
     cfa = as_pattern(cfa if cfa is not None else program.cfa)
     if cfa.kind != program.cfa:
         raise ProgramError(f"program {program.name} serves {program.cfa.value}, not {cfa.kind.value}")
-    shapes = program.shapes()
     L = program.lcm_scale()
     margin = program.receptive_radius() + 2 * L
     h, w = m.shape
-    # canonical coordinate of mosaic[0, 0] is (dy, dx); evaluate over an L-aligned region around it
-    y0 = ((cfa.dy - margin) // L) * L
-    x0 = ((cfa.dx - margin) // L) * L
-    y1 = -(-(cfa.dy + h + margin) // L) * L
-    x1 = -(-(cfa.dx + w + margin) // L) * L
     p = program.period
-    ys = fold_index(np.arange(y0, y1), cfa.dy, h, p) - cfa.dy
-    xs = fold_index(np.arange(x0, x1), cfa.dx, w, p) - cfa.dx
-    ext = m[np.ix_(ys, xs)]
+    acc = np.zeros((h, w, 3), np.float32)
+    for sx, sy in reflections(program.ensemble):
+        a, b = pattern_offsets(program.cfa.canonical, sx, sy)
+        ox, oy = reflection_origin(cfa.dx, w, sx, a, p), reflection_origin(cfa.dy, h, sy, b, p)
+        # the copy's coordinates of the image (canonical (dy, dx) + index), and an L-aligned region around them
+        cys, cxs = sy * (cfa.dy + np.arange(h) - oy), sx * (cfa.dx + np.arange(w) - ox)
+        y0, x0 = ((cys.min() - margin) // L) * L, ((cxs.min() - margin) // L) * L
+        y1, x1 = -(-(cys.max() + 1 + margin) // L) * L, -(-(cxs.max() + 1 + margin) // L) * L
+        ys = fold_index(sy * np.arange(y0, y1) + oy, cfa.dy, h, p) - cfa.dy
+        xs = fold_index(sx * np.arange(x0, x1) + ox, cfa.dx, w, p) - cfa.dx
+        rgb = _evaluate(program, m[np.ix_(ys, xs)], y0, x0)
+        acc += rgb[:, cys - y0][:, :, cxs - x0].transpose(1, 2, 0)
+    if program.ensemble > 1:
+        acc *= np.float32(1.0 / program.ensemble)
+    return np.ascontiguousarray(acc)
+
+
+def _evaluate(program: Program, ext: np.ndarray, y0: int, x0: int) -> np.ndarray:
+    """The program's output ``(3, H, W)`` on the extended mosaic ``ext`` whose corner is canonical ``(y0, x0)``."""
+    shapes = program.shapes()
     ctx = RefContext(program.cfa.canonical, y0, x0)
     values: dict[str, np.ndarray] = {}
     for n in program.live_nodes():
@@ -63,10 +76,8 @@ def run_reference(program: Program, mosaic: np.ndarray, cfa: CFAPattern | str | 
             continue
         out = op.reference([values[i] for i in n.inputs], program.params(n), program.node_weights(n), ctx)
         s = shapes[n.id]
-        expect = (s.channels, (y1 - y0) // s.scale, (x1 - x0) // s.scale)
+        expect = (s.channels, ext.shape[0] // s.scale, ext.shape[1] // s.scale)
         if out.shape != expect:  # pragma: no cover - a bug in an op's reference
             raise AssertionError(f"{n.op} reference gave {out.shape}, expected {expect}")
         values[n.id] = out.astype(np.float32, copy=False)
-    rgb = values[program.output]
-    oy, ox = cfa.dy - y0, cfa.dx - x0
-    return np.ascontiguousarray(rgb[:, oy : oy + h, ox : ox + w].transpose(1, 2, 0))
+    return values[program.output]

@@ -295,3 +295,24 @@ def test_export_ids_pick_candidates_the_front_would_not(tmp_path):
     assert sorted(f.name for f in (tmp_path / "t").glob("c*.json")) == sorted(f"c{i}.json" for i in pick)
     with pytest.raises(ValueError, match="not in the final population"):
         export_run(tmp_path / "run", tmp_path / "models", trainer=fake_trainer, train_only=True, trained_dir=tmp_path / "t", ids=[10**6], quiet=True)
+
+
+def test_export_ensemble_writes_the_averaged_variant(tmp_path):
+    """``--ensemble 2`` adds ``<name>_x2``: the same weights averaged over two reflections, its own
+    measurement and cost, provenance naming the base entry."""
+    from rawdemosaic.evaluate import TEST_SETS, data_dir
+    from rawdemosaic.registry import load_registry
+    from rawdemosaic.search.cli import export_run
+
+    if not (data_dir() / TEST_SETS["kodak24"]).is_dir():
+        pytest.skip("no test images")
+    cfg = E.load_config(text=CFG % "joint")
+    cfg["search"]["generations"] = 1
+    E.run(cfg, tmp_path / "run", cfa="bayer", seed=3, trainer=fake_trainer, executor=E.SerialExecutor(), quiet=True)
+    written = export_run(tmp_path / "run", tmp_path / "models", top=1, trainer=fake_trainer, limit=1, sets=["kodak24"], ensemble=[2], quiet=True)
+    base, x2 = written
+    assert x2.name == base.name + "_x2" and x2.provenance["ensemble_of"] == base.name and x2.provenance["ensemble"] == 2
+    assert x2.program().ensemble == 2 and x2.program().digest() == base.program().with_ensemble(2).digest()
+    assert x2.cost == pytest.approx(2 * base.cost + 6, abs=1e-3)
+    assert x2.quality["kodak24@1"] != base.quality["kodak24@1"]  # measured, not copied
+    assert {e.name for e in load_registry(tmp_path / "models")} == {base.name, x2.name}
