@@ -111,8 +111,10 @@ def test_linear_io_averages_before_the_decode():
 
     prog = exercise("Conv2D", "xtrans", 0).with_domain("srgb").with_ensemble(2)
     lin = np.random.default_rng(4).random((42, 54)).astype(np.float32) ** 2
-    expect = srgb_to_linear(run_reference(prog, linear_to_srgb(lin)))
+    lin16 = np.round(lin * 65535).astype(np.uint16)
+    with np.errstate(invalid="ignore"):  # srgb_to_linear evaluates its power branch on negative values too (unused)
+        expect = srgb_to_linear(run_reference(prog, linear_to_srgb(lin)))
+        expect16 = srgb_to_linear(run_reference(prog, linear_to_srgb(lin16.astype(np.float32) / 65535)))
     assert np.abs(Kernel(prog, quiet=True, linear_io=True)(lin) - expect).max() < 1e-4
-    u16 = Kernel(prog, "uint16", "uint16", quiet=True, linear_io=True)(np.round(lin * 65535).astype(np.uint16))
-    expect16 = srgb_to_linear(run_reference(prog, linear_to_srgb(np.round(lin * 65535).astype(np.float32) / 65535)))
+    u16 = Kernel(prog, "uint16", "uint16", quiet=True, linear_io=True)(lin16)
     assert np.abs(u16.astype(np.int64) - np.round(np.clip(expect16, 0, 1) * 65535)).max() <= 1
