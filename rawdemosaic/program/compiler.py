@@ -198,22 +198,22 @@ def build_pipeline(program: Program, in_dtype: str = "float32", out_dtype: str =
     x, y, c = hl.Var("x"), hl.Var("y"), hl.Var("c")
     inp = hl.ImageParam(hl.Float(32) if in_dtype == "float32" else hl.UInt(16), 2, "mosaic")
     transfer = linear_io and program.domain == "srgb"
-    copies = reflections(program.ensemble)
-    lowered = []
-    for k, (sx, sy) in enumerate(copies):
-        tag = f"_e{k}" if k else ""
+    lowered, rgb = [], None
+    for k, (sx, sy) in enumerate(reflections(program.ensemble)):
         a, b = pattern_offsets(program.cfa.canonical, sx, sy)
         ox = reflection_origin(inp.dim(0).min(), inp.dim(0).extent(), sx, a, p)
         oy = reflection_origin(inp.dim(1).min(), inp.dim(1).extent(), sy, b, p)
-        lowered.append((_lower_graph(hl, program, inp, in_dtype, transfer, sx * x + ox, sy * y + oy, tag), sx, sy, ox, oy))
-    rgb = lowered[0][0].rgb[x, y, c]
-    for g, sx, sy, ox, oy in lowered[1:]:
-        # the copy's output, materialised in its own phase-split loops (g.rgb), reflected back into the
-        # output's frame per tile (dense reversed loads); the output reads it like any intermediate
-        g.back = hl.Func(f"{g.rgb.name()}_back")
-        g.back[x, y, c] = g.rgb[sx * (x - ox), sy * (y - oy), c]
-        g.stacks.append((g.back, 1, 3))
-        rgb = rgb + g.back[x, y, c]
+        g = _lower_graph(hl, program, inp, in_dtype, transfer, sx * x + ox, sy * y + oy, f"_e{k}" if k else "")
+        lowered.append(g)
+        if k == 0:
+            rgb = g.rgb[x, y, c]
+            continue
+        # a reflected copy's output, materialised in its own phase-split loops (g.rgb), is reflected back
+        # into the output's frame per tile (dense reversed loads); the output reads it like any intermediate
+        back = hl.Func(f"{g.rgb.name()}_back")
+        back[x, y, c] = g.rgb[sx * (x - ox), sy * (y - oy), c]
+        g.stacks.append((back, 1, 3))
+        rgb = rgb + back[x, y, c]
     if len(lowered) > 1:
         rgb = rgb * hl.f32(1.0 / len(lowered))
     out = hl.Func("rgb_out")
@@ -223,7 +223,7 @@ def build_pipeline(program: Program, in_dtype: str = "float32", out_dtype: str =
         val = _srgb_decode_unit(hl, rgb) if transfer else rgb
         out[c, x, y] = hl.saturating_cast(hl.UInt(16), val * 65535.0 + 0.5)
 
-    _schedule(hl, out, [g for g, *_ in lowered], program, x, y, c)
+    _schedule(hl, out, lowered, program, x, y, c)
     return hl.Pipeline(out), [inp]
 
 
