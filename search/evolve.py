@@ -69,6 +69,7 @@ DEFAULTS: dict[str, Any] = {
         "inherit": True,  # children start from their parent's weights where shapes allow
         "inherit_ab_fraction": 0.0,  # fraction of children also trained from scratch (logs both)
         "mutation_attempts": 30,
+        "workers": 1,  # candidates trained in parallel processes when Ray is off (one GPU is shared)
     },
     "tiers": {"min_cost": 10.0, "max_cost": 1000.0},
     "space": {},
@@ -90,6 +91,25 @@ DEFAULTS: dict[str, Any] = {
     "ray": {"enabled": True, "address": "", "num_cpus": 0, "gpus_per_task": 1.0},
     "export": {"top": 6, "steps": 2000, "lr": 2e-3, "batch": 16, "patch": 96, "sets": ["kodak24", "mcmaster18"], "prefix": "search"},
 }
+
+
+def _registry_seeds(names: Sequence[str], cfa: CFA) -> list[Program]:
+    """Registry entries (by name, from the models directory) as seed programs: their graphs, trained anew."""
+    from ..registry import default_models_dir, load_registry
+
+    if not names:
+        return []
+    by_name = {e.name: e for e in load_registry(default_models_dir())}
+    out = []
+    for n in names:
+        if n not in by_name:
+            raise ValueError(f"seed entry {n!r} is not in the registry {default_models_dir()}")
+        e = by_name[n]
+        if e.cfa != cfa:
+            raise ValueError(f"seed entry {n!r} is a {e.cfa.value} kernel, the search is {cfa.value}")
+        p = e.program()
+        out.append(Program(n, p.cfa, p.nodes, p.output, p.weights, {"seed_entry": n}))
+    return out
 
 
 def _merge(base: dict, over: dict) -> dict:
@@ -264,7 +284,7 @@ class TorchTrainer:
             dirs = cfg.get("data") or None
             common = {k: cfg[k] for k in ("limit", "cache_dir") if k in cfg and k != "cache_dir"}
             tr_kw = {k: cfg[k] for k in ("synthetic", "hard_fraction", "pool_factor", "color") if k in cfg}
-            cache = cfg.get("cache_dir")
+            cache = cfg.get("cache_dir") or os.environ.get("RAWDEMOSAIC_PATCH_CACHE")  # shared by worker processes
             train = D.PatchDataset(dirs, self.cfa, cfg["patch"], linear=cfg["linear"], augment=cfg["augment"], seed=self.seed,
                                    split="train", count=int(cfg.get("count", 1024)),
                                    cache=(Path(cache) / f"train_{self.cfa}_{self.seed}.npz") if cache else None, **common, **tr_kw)
@@ -406,9 +426,11 @@ class RayExecutor:
 
 
 def make_executor(config: dict, address: str | None = None):
+    """Ray when enabled (or given an address), else ``[search] workers`` processes (> 1), else serial."""
     rc = config["ray"]
     if not rc.get("enabled", True) and not address:
-        return SerialExecutor()
+        n = int(config["search"].get("workers", 1))
+        return ProcessExecutor(n) if n > 1 else SerialExecutor()
     return RayExecutor(address or rc.get("address", ""), int(rc.get("num_cpus", 0)), float(rc.get("gpus_per_task", 1.0)))
 
 
@@ -612,6 +634,7 @@ class Search:
         deep = self.config["space"].get("deep_seeds", {}).get(self.cfa.value, [])
         midres = self.config["space"].get("midres_seeds", {}).get(self.cfa.value, [])
         seeds = S.seed_programs(self.cfa, width=width, seed=self.seed, residual=residual, deep=deep, midres=midres)
+        seeds += _registry_seeds(self.config["space"].get("seed_entries", {}).get(self.cfa.value, []), self.cfa)
         if phase == "green":
             chroma = S.default_chroma(self.cfa, seed=self.seed)
             base = [(S.compose(s, chroma, s.name), False) for s in seeds]

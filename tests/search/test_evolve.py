@@ -316,3 +316,34 @@ def test_export_ensemble_writes_the_averaged_variant(tmp_path):
     assert x2.cost == pytest.approx(2 * base.cost + 6, abs=1e-3)
     assert x2.quality["kodak24@1"] != base.quality["kodak24@1"]  # measured, not copied
     assert {e.name for e in load_registry(tmp_path / "models")} == {base.name, x2.name}
+
+
+def test_workers_run_the_search_in_processes_with_the_serial_result(tmp_path):
+    cfg = E.load_config(text=CFG % "joint")
+    cfg["search"]["generations"] = 1
+    assert isinstance(E.make_executor(cfg), E.SerialExecutor)
+    cfg["search"]["workers"] = 2
+    ex = E.make_executor(cfg)
+    assert isinstance(ex, E.ProcessExecutor) and ex.n == 2
+    a = E.run(cfg, tmp_path / "proc", cfa="bayer", seed=4, trainer=fake_trainer, quiet=True)
+    b = E.run(cfg, tmp_path / "ser", cfa="bayer", seed=4, trainer=fake_trainer, executor=E.SerialExecutor(), quiet=True)
+    assert _state_sig(a) == _state_sig(b)
+
+
+def test_seed_entries_start_the_search_from_registry_graphs(tmp_path):
+    from rawdemosaic.cfa import CFA
+    from rawdemosaic.registry import kernels
+
+    name = min((k for k in kernels("bayer", plugins=False) if k.provenance.get("run")), key=lambda k: k.cost).name
+    cfg = E.load_config(text=CFG % "joint")
+    cfg["search"]["generations"] = 0
+    cfg["space"]["seed_entries"] = {"bayer": [name]}
+    seeds = E._registry_seeds([name], CFA.BAYER)
+    assert seeds[0].name == name and seeds[0].meta == {"seed_entry": name}
+    st = E.run(cfg, tmp_path / "r", cfa="bayer", seed=4, trainer=fake_trainer, executor=E.SerialExecutor(), quiet=True)
+    assert S.structural_hash(seeds[0]) in st.seen
+    assert any(c.hash == S.structural_hash(seeds[0]) and c.mutation == "seed" for c in st.population)
+    with pytest.raises(ValueError, match="not in the registry"):
+        E._registry_seeds(["no_such_kernel"], CFA.BAYER)
+    with pytest.raises(ValueError, match="xtrans kernel"):
+        E._registry_seeds(["xtrans_linear"], CFA.BAYER)
