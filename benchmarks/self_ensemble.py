@@ -67,7 +67,7 @@ def ensemble(fn: Callable[[np.ndarray, CFAPattern], np.ndarray], m: np.ndarray, 
 
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--kernels", default="bc_bayer_bayer_cpu_c51,xm_xtrans_xtrans_mid_c3", help="registry names, comma-separated")
+    ap.add_argument("--kernels", default="bg_bayer_bayer_gpu_c153,xm_xtrans_xtrans_mid_c3", help="registry names, comma-separated")
     ap.add_argument("--sizes", default="1,2,4,8", help="ensemble sizes (of 1, 2, 4, 8)")
     ap.add_argument("--limit", type=int, default=None, help="first N images of each set")
     ap.add_argument("--time", default="3000x3996", help="also time each ensemble on an HxW uint16 mosaic, linear light in and out as the converter runs kernels ('' to skip)")

@@ -94,21 +94,25 @@ DEFAULTS: dict[str, Any] = {
 
 
 def _registry_seeds(names: Sequence[str], cfa: CFA) -> list[Program]:
-    """Registry entries (by name, from the models directory) as seed programs: their graphs, trained anew."""
+    """Seed programs from ``[space] seed_entries``: registry names (the models directory), or program files
+    (``*.json``, relative to the working directory) such as the copies a run keeps in ``<run>/seeds``.
+    Their graphs are trained anew like any seed."""
     from ..registry import default_models_dir, load_registry
 
-    if not names:
-        return []
-    by_name = {e.name: e for e in load_registry(default_models_dir())}
+    by_name = {e.name: e for e in load_registry(default_models_dir())} if any(not str(n).endswith(".json") for n in names) else {}
     out = []
     for n in names:
-        if n not in by_name:
+        if str(n).endswith(".json"):
+            if not Path(n).is_file():
+                raise ValueError(f"seed entry {n!r}: no such program file")
+            p = Program.load(n)
+        elif n in by_name:
+            p = by_name[n].program()
+        else:
             raise ValueError(f"seed entry {n!r} is not in the registry {default_models_dir()}")
-        e = by_name[n]
-        if e.cfa != cfa:
-            raise ValueError(f"seed entry {n!r} is a {e.cfa.value} kernel, the search is {cfa.value}")
-        p = e.program()
-        out.append(Program(n, p.cfa, p.nodes, p.output, p.weights, {"seed_entry": n}))
+        if p.cfa != cfa:
+            raise ValueError(f"seed entry {n!r} is a {p.cfa.value} kernel, the search is {cfa.value}")
+        out.append(Program(p.name, p.cfa, p.nodes, p.output, p.weights, {"seed_entry": p.name}))
     return out
 
 
@@ -634,7 +638,11 @@ class Search:
         deep = self.config["space"].get("deep_seeds", {}).get(self.cfa.value, [])
         midres = self.config["space"].get("midres_seeds", {}).get(self.cfa.value, [])
         seeds = S.seed_programs(self.cfa, width=width, seed=self.seed, residual=residual, deep=deep, midres=midres)
-        seeds += _registry_seeds(self.config["space"].get("seed_entries", {}).get(self.cfa.value, []), self.cfa)
+        entries = _registry_seeds(self.config["space"].get("seed_entries", {}).get(self.cfa.value, []), self.cfa)
+        for e in entries:  # the run keeps the seed graphs it started from (registry entries come and go)
+            if not (self.run_dir / "seeds" / f"{e.name}.json").exists():
+                e.save(self.run_dir / "seeds" / f"{e.name}.json")
+        seeds += entries
         if phase == "green":
             chroma = S.default_chroma(self.cfa, seed=self.seed)
             base = [(S.compose(s, chroma, s.name), False) for s in seeds]

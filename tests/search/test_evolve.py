@@ -343,6 +343,13 @@ def test_seed_entries_start_the_search_from_registry_graphs(tmp_path):
     st = E.run(cfg, tmp_path / "r", cfa="bayer", seed=4, trainer=fake_trainer, executor=E.SerialExecutor(), quiet=True)
     assert S.structural_hash(seeds[0]) in st.seen
     assert any(c.hash == S.structural_hash(seeds[0]) and c.mutation == "seed" for c in st.population)
+    # the run keeps the seed graph; a program file seeds a run as the registry name does
+    kept = tmp_path / "r" / "seeds" / f"{name}.json"
+    assert kept.is_file()
+    again = E._registry_seeds([str(kept)], CFA.BAYER)[0]
+    assert S.structural_hash(again) == S.structural_hash(seeds[0]) and again.meta == {"seed_entry": name}
+    with pytest.raises(ValueError, match="no such program file"):
+        E._registry_seeds([str(tmp_path / "nothing.json")], CFA.BAYER)
     with pytest.raises(ValueError, match="not in the registry"):
         E._registry_seeds(["no_such_kernel"], CFA.BAYER)
     with pytest.raises(ValueError, match="xtrans kernel"):
