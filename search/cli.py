@@ -90,6 +90,7 @@ def export_run(run_dir: str | Path, into: str | Path | None = None, top: int | N
     """
     from ..registry import default_models_dir
     from . import evolve as E
+    from . import space as S
 
     run_dir = Path(run_dir)
     s = E.open_run(run_dir, trainer=trainer or "unused", executor=executor, quiet=quiet)
@@ -123,6 +124,8 @@ def export_run(run_dir: str | Path, into: str | Path | None = None, top: int | N
             f = tdir / f"c{c.id}.json"
             if f.exists():
                 p = Program.load(f)
+                if S.structural_hash(p) != S.structural_hash(c.program):
+                    raise ValueError(f"{f}: not candidate {c.id} of {run_dir} (another program: a trained directory of another run?)")
                 results[c.id] = {"id": c.id, "program": p, "psnr": float(p.meta["full_train"]["val_psnr"]), "full_train": p.meta["full_train"]}
                 if not quiet:
                     print(f"export: candidate {c.id}: trained program from {f}")

@@ -354,3 +354,25 @@ def test_seed_entries_start_the_search_from_registry_graphs(tmp_path):
         E._registry_seeds(["no_such_kernel"], CFA.BAYER)
     with pytest.raises(ValueError, match="xtrans kernel"):
         E._registry_seeds(["xtrans_linear"], CFA.BAYER)
+
+
+def test_export_refuses_a_trained_directory_of_another_run(tmp_path):
+    """A trained finalist is reused only if it is the candidate's program: ``c2.json`` of another run (the
+    trained directories are named by candidate number) is an error, not silently exported."""
+    from rawdemosaic.search.cli import export_run
+
+    cfg = E.load_config(text=CFG % "joint")
+    cfg["search"]["generations"] = 1
+    E.run(cfg, tmp_path / "a", cfa="bayer", seed=5, trainer=fake_trainer, executor=E.SerialExecutor(), quiet=True)
+    E.run(cfg, tmp_path / "b", cfa="bayer", seed=6, trainer=fake_trainer, executor=E.SerialExecutor(), quiet=True)
+    tdir = tmp_path / "trained"
+    export_run(tmp_path / "a", tmp_path / "m", top=2, trainer=fake_trainer, trained_dir=tdir, train_only=True, quiet=True)
+    ids_a = {int(f.stem[1:]) for f in tdir.glob("c*.json")}
+    hash_b = {c.id: c.hash for c in E.load_state(tmp_path / "b").population}
+    hash_a = {c.id: c.hash for c in E.load_state(tmp_path / "a").population}
+    clash = [i for i in ids_a if i in hash_b and hash_b[i] != hash_a[i]]
+    assert clash, "the two runs should share a candidate number with different programs"
+    with pytest.raises(ValueError, match=f"not candidate {clash[0]} of"):
+        export_run(tmp_path / "b", tmp_path / "m", ids=[clash[0]], trainer=fake_trainer, trained_dir=tdir, train_only=True, quiet=True)
+    # the run's own trained finalists are reused as before
+    assert export_run(tmp_path / "a", tmp_path / "m", top=2, trainer=fake_trainer, trained_dir=tdir, train_only=True, quiet=True) == []
