@@ -93,7 +93,7 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
-def _registry_seeds(names: Sequence[str], cfa: CFA) -> list[Program]:
+def _seed_entries(names: Sequence[str], cfa: CFA) -> list[Program]:
     """Seed programs from ``[space] seed_entries``: registry names (the models directory), or program files
     (``*.json``, relative to the working directory) such as the copies a run keeps in ``<run>/seeds``.
     Their graphs are trained anew like any seed."""
@@ -377,8 +377,23 @@ class SerialExecutor:
         return sorted(res, key=lambda r: r["id"])
 
 
+def _exit_with_parent(parent: int, every: float = 2.0) -> None:
+    """Worker initialiser: end this process when ``parent`` is gone (a killed search or export must not
+    leave its workers training on for minutes, holding the cores or the GPU)."""
+    import threading
+
+    def watch() -> None:
+        while True:
+            time.sleep(every)
+            if os.getppid() != parent:
+                os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
 class ProcessExecutor:
-    """Jobs in ``n`` worker processes (spawned, so CUDA works in them; one GPU is shared), no Ray needed."""
+    """Jobs in ``n`` worker processes (spawned, so CUDA works in them; one GPU is shared), no Ray needed.
+    Workers end with the process that started them."""
 
     def __init__(self, n: int):
         self.n = int(n)
@@ -388,7 +403,7 @@ class ProcessExecutor:
         import multiprocessing as mp
 
         res = []
-        with cf.ProcessPoolExecutor(max_workers=max(1, min(self.n, len(jobs))), mp_context=mp.get_context("spawn")) as pool:
+        with cf.ProcessPoolExecutor(max_workers=max(1, min(self.n, len(jobs))), mp_context=mp.get_context("spawn"), initializer=_exit_with_parent, initargs=(os.getpid(),)) as pool:
             for fut in cf.as_completed([pool.submit(_train_job, trainer, j) for j in jobs]):
                 res.append(fut.result())
                 if on_result is not None:
@@ -638,7 +653,7 @@ class Search:
         deep = self.config["space"].get("deep_seeds", {}).get(self.cfa.value, [])
         midres = self.config["space"].get("midres_seeds", {}).get(self.cfa.value, [])
         seeds = S.seed_programs(self.cfa, width=width, seed=self.seed, residual=residual, deep=deep, midres=midres)
-        entries = _registry_seeds(self.config["space"].get("seed_entries", {}).get(self.cfa.value, []), self.cfa)
+        entries = _seed_entries(self.config["space"].get("seed_entries", {}).get(self.cfa.value, []), self.cfa)
         for e in entries:  # the run keeps the seed graphs it started from (registry entries come and go)
             if not (self.run_dir / "seeds" / f"{e.name}.json").exists():
                 e.save(self.run_dir / "seeds" / f"{e.name}.json")

@@ -338,7 +338,7 @@ def test_seed_entries_start_the_search_from_registry_graphs(tmp_path):
     cfg = E.load_config(text=CFG % "joint")
     cfg["search"]["generations"] = 0
     cfg["space"]["seed_entries"] = {"bayer": [name]}
-    seeds = E._registry_seeds([name], CFA.BAYER)
+    seeds = E._seed_entries([name], CFA.BAYER)
     assert seeds[0].name == name and seeds[0].meta == {"seed_entry": name}
     st = E.run(cfg, tmp_path / "r", cfa="bayer", seed=4, trainer=fake_trainer, executor=E.SerialExecutor(), quiet=True)
     assert S.structural_hash(seeds[0]) in st.seen
@@ -346,14 +346,14 @@ def test_seed_entries_start_the_search_from_registry_graphs(tmp_path):
     # the run keeps the seed graph; a program file seeds a run as the registry name does
     kept = tmp_path / "r" / "seeds" / f"{name}.json"
     assert kept.is_file()
-    again = E._registry_seeds([str(kept)], CFA.BAYER)[0]
+    again = E._seed_entries([str(kept)], CFA.BAYER)[0]
     assert S.structural_hash(again) == S.structural_hash(seeds[0]) and again.meta == {"seed_entry": name}
     with pytest.raises(ValueError, match="no such program file"):
-        E._registry_seeds([str(tmp_path / "nothing.json")], CFA.BAYER)
+        E._seed_entries([str(tmp_path / "nothing.json")], CFA.BAYER)
     with pytest.raises(ValueError, match="not in the registry"):
-        E._registry_seeds(["no_such_kernel"], CFA.BAYER)
+        E._seed_entries(["no_such_kernel"], CFA.BAYER)
     with pytest.raises(ValueError, match="xtrans kernel"):
-        E._registry_seeds(["xtrans_linear"], CFA.BAYER)
+        E._seed_entries(["xtrans_linear"], CFA.BAYER)
 
 
 def test_export_refuses_a_trained_directory_of_another_run(tmp_path):
@@ -376,3 +376,40 @@ def test_export_refuses_a_trained_directory_of_another_run(tmp_path):
         export_run(tmp_path / "b", tmp_path / "m", ids=[clash[0]], trainer=fake_trainer, trained_dir=tdir, train_only=True, quiet=True)
     # the run's own trained finalists are reused as before
     assert export_run(tmp_path / "a", tmp_path / "m", top=2, trainer=fake_trainer, trained_dir=tdir, train_only=True, quiet=True) == []
+
+
+_ORPHAN_SRC = """
+import os, sys, time
+from rawdemosaic.search import evolve as E
+
+def slow(program, seed, init_from):
+    print(os.getpid(), flush=True)
+    time.sleep(60)
+    return program, 1.0
+
+if __name__ == "__main__":
+    import threading
+    threading.Timer(8.0, lambda: os._exit(0)).start()  # the parent dies (killed) while its worker trains
+    E.ProcessExecutor(1).map(slow, [E.Job(1, None, 0, None)])
+"""
+
+
+def test_process_workers_end_with_their_parent(tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "orphan.py"
+    script.write_text(_ORPHAN_SRC)
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60).stdout.split()
+    assert out, "the worker did not start"
+    pid = int(out[0])
+    deadline = time.time() + 15
+    while time.time() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.5)
+    os.kill(pid, 9)
+    pytest.fail(f"worker {pid} outlived its parent by 15 s")
