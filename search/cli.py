@@ -124,7 +124,7 @@ def export_run(run_dir: str | Path, into: str | Path | None = None, top: int | N
             f = tdir / f"c{c.id}.json"
             if f.exists():
                 p = Program.load(f)
-                if S.structural_hash(p) != S.structural_hash(c.program):
+                if S.structural_hash(p) != (c.hash or S.structural_hash(c.program)):  # the state records each candidate's hash
                     raise ValueError(f"{f}: not candidate {c.id} of {run_dir} (another program: a trained directory of another run?)")
                 results[c.id] = {"id": c.id, "program": p, "psnr": float(p.meta["full_train"]["val_psnr"]), "full_train": p.meta["full_train"]}
                 if not quiet:
