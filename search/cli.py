@@ -49,7 +49,7 @@ def _spread(items: list, k: int) -> list:
     return [items[i] for i in idx]
 
 
-_EXPORT_TRAIN_KEYS = ("patch", "count", "val_count", "batch", "lr", "loss", "limit", "device", "synthetic", "color")
+_EXPORT_TRAIN_KEYS = ("patch", "count", "val_count", "batch", "lr", "loss", "limit", "device", "synthetic", "color", "keep_zeros")
 
 
 def parse_overrides(items: Sequence[str]) -> dict:
@@ -228,7 +228,8 @@ class FullTrainer:
         from ..program.graph import Program
         from .train import default_device
 
-        res = full_train(program, tr, va, steps=self.steps, lr=cfg["lr"], batch=cfg["batch"], seed=seed, device=device, loss=cfg.get("loss", "l2"))
+        res = full_train(program, tr, va, steps=self.steps, lr=cfg["lr"], batch=cfg["batch"], seed=seed, device=device, loss=cfg.get("loss", "l2"),
+                         keep_zeros=bool(cfg.get("keep_zeros", False)))
         info = {"val_psnr": float(res.val_psnr), "steps": self.steps, "seconds": round(res.seconds, 1), "device": str(default_device(device))}
         print(f"full training of {program.name}: {self.steps} steps in {res.seconds:.0f} s on {info['device']}, validation {res.val_psnr:.2f} dB", file=sys.stderr, flush=True)
         p = res.program

@@ -86,6 +86,7 @@ DEFAULTS: dict[str, Any] = {
         "linear": True,
         "augment": True,
         "loss": "l2",  # "l2" | "l1" (per-pixel loss on the patch interior)
+        "keep_zeros": False,  # zero weights of inherited / own initialisations stay zero (sparse kernels keep their cost)
         "device": "auto",
     },
     "ray": {"enabled": True, "address": "", "num_cpus": 0, "gpus_per_task": 1.0},
@@ -96,7 +97,8 @@ DEFAULTS: dict[str, Any] = {
 def _seed_entries(names: Sequence[str], cfa: CFA) -> list[Program]:
     """Seed programs from ``[space] seed_entries``: registry names (the models directory), or program files
     (``*.json``, relative to the working directory) such as the copies a run keeps in ``<run>/seeds``.
-    Their graphs are trained anew like any seed."""
+    Their graphs are trained anew like any seed; with ``[space] seed_weights`` (and ``inherit``) the first
+    initialisation starts from the entry's own weights."""
     from ..registry import default_models_dir, load_registry
 
     by_name = {e.name: e for e in load_registry(default_models_dir())} if any(not str(n).endswith(".json") for n in names) else {}
@@ -304,7 +306,8 @@ class TorchTrainer:
         tr, va = self.datasets()
         cfg = self.cfg
         device = None if cfg.get("device", "auto") == "auto" else cfg["device"]
-        res = _call(train, program, tr, va, steps=cfg["steps"], lr=cfg["lr"], batch=cfg["batch"], seed=seed, inits=cfg["inits"], init_from=init_from, device=device, loss=cfg.get("loss", "l2"))
+        res = _call(train, program, tr, va, steps=cfg["steps"], lr=cfg["lr"], batch=cfg["batch"], seed=seed, inits=cfg["inits"], init_from=init_from, device=device, loss=cfg.get("loss", "l2"),
+                    keep_zeros=bool(cfg.get("keep_zeros", False)))
         return res.program, float(res.val_psnr)
 
 
@@ -657,14 +660,17 @@ class Search:
         for e in entries:  # the run keeps the seed graphs it started from (registry entries come and go)
             if not (self.run_dir / "seeds" / f"{e.name}.json").exists():
                 e.save(self.run_dir / "seeds" / f"{e.name}.json")
+        # with `seed_weights`, an entry's first initialisation is its own weights (a trained or classical
+        # kernel starts where it is, not from scratch); the other initialisations stay random
+        own = {id(e) for e in entries} if self.config["space"].get("seed_weights") and sc["inherit"] else set()
         seeds += entries
         if phase == "green":
             chroma = S.default_chroma(self.cfa, seed=self.seed)
-            base = [(S.compose(s, chroma, s.name), False) for s in seeds]
+            base = [(S.compose(s, chroma, s.name), id(s) in own) for s in seeds]
         elif phase == "chroma":
             base = [(S.compose(g, s, s.name), True) for g in st.green_pool for s in seeds]
         else:
-            base = [(s, False) for s in seeds]
+            base = [(s, id(s) in own) for s in seeds]
         sp = self.space(phase, st.green_pool)
         items = []
         for prog, warm in base:

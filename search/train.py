@@ -112,6 +112,14 @@ class _Run:
         return idx
 
 
+def _freeze_zeros(module: ProgramModule) -> None:
+    """Mask the gradient of every zero weight, so Adam never moves it (its moments stay zero)."""
+    for p in module.weights.values():
+        mask = p.detach() != 0
+        if not bool(mask.all()):
+            p.register_hook(lambda g, m=mask: g * m.to(g.device))
+
+
 def _steps(run: _Run, m, rgb, count: int, batch: int, crop: int, loss, lr_at, history, tag: str, log_every: int, deadline: float | None = None) -> None:
     params = [p for p in run.module.parameters()]
     for _ in range(count):
@@ -157,6 +165,7 @@ def train(
     log_every: int = 50,
     eval_every: int | None = None,
     time_limit: float | None = None,
+    keep_zeros: bool = False,
 ) -> TrainResult:
     """Train ``program``'s weights; returns the best of ``inits`` initialisations after ``select_after`` steps.
 
@@ -177,6 +186,10 @@ def train(
         Also measure validation PSNR every so many steps after selection, and return the best state.
     time_limit
         Stop the continued training after this many seconds (selection always completes).
+    keep_zeros
+        Weights that are zero in the first initialisation (the program's own or inherited ones) get no
+        gradient, so they stay zero: a sparse kernel (a classical filter, a pruned one) is retrained at its
+        counted cost instead of densifying. Random initialisations are dense and unaffected.
     """
     t0 = time.time()
     dev = default_device(device)
@@ -201,6 +214,8 @@ def train(
             mod = ProgramModule(program, init=rand_init, seed=seed * 1009 + k)
             if k == 0 and init_from is not None:
                 inherited = inherit_weights(mod, init_from)
+        if keep_zeros and k == 0 and (init == "program" or init_from is not None):
+            _freeze_zeros(mod)
         runs.append(_Run(mod.to(dev), lr, seed * 7919 + k))
     init_psnrs = [patch_psnr(r.module, vm, vrgb, vcrop) for r in runs]
 
@@ -263,9 +278,11 @@ def full_train(
     loss: str = "l2",
     eval_every: int | None = None,
     time_limit: float | None = None,
+    keep_zeros: bool = False,
 ) -> TrainResult:
     """Longer training of a finalist from its current weights, with cosine lr decay; keeps the best
-    validation state (checked every ``eval_every`` steps, default ``steps // 10``)."""
+    validation state (checked every ``eval_every`` steps, default ``steps // 10``). ``keep_zeros``: see
+    :func:`train`."""
     return train(
         program,
         train_data,
@@ -283,6 +300,7 @@ def full_train(
         lr_decay=True,
         eval_every=eval_every or max(1, steps // 10),
         time_limit=time_limit,
+        keep_zeros=keep_zeros,
     )
 
 

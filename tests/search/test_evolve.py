@@ -356,6 +356,41 @@ def test_seed_entries_start_the_search_from_registry_graphs(tmp_path):
         E._seed_entries(["xtrans_linear"], CFA.BAYER)
 
 
+def test_seed_weights_start_an_entry_from_its_own_weights(tmp_path):
+    """With ``seed_weights`` the entry's job carries the entry itself as ``init_from`` (its weights are the
+    first initialisation); without it, or without ``inherit``, it is trained from scratch like the paper's seeds."""
+    seen: dict[str, object] = {}
+
+    def trainer(program, seed, init_from):
+        seen[S.structural_hash(program)] = init_from
+        return fake_trainer(program, seed, init_from)
+
+    from rawdemosaic.cfa import CFA
+
+    # Malvar's graph with its nodes named as the search's green/chroma parts (search/configs/bayer_lin.toml)
+    name = str(Path(__file__).resolve().parents[2] / "search" / "results" / "bayer_lin_seed" / "bayer_malvar_graph.json")
+    entry = E._seed_entries([name], CFA.BAYER)[0]
+    h = S.structural_hash(entry)
+    for flag, inherit, want in ((True, True, True), (False, True, False), (True, False, False)):
+        seen.clear()
+        cfg = E.load_config(text=CFG % "joint")
+        cfg["search"]["generations"] = 0
+        cfg["search"]["inherit"] = inherit
+        cfg["space"]["seed_entries"] = {"bayer": [name]}
+        cfg["space"]["seed_weights"] = flag
+        cfg["tiers"]["min_cost"] = 4.0
+        E.run(cfg, tmp_path / f"r{flag}{inherit}", cfa="bayer", seed=4, trainer=trainer, executor=E.SerialExecutor(), quiet=True)
+        assert h in seen, "the entry was not trained"
+        got = seen[h]
+        if want:
+            assert got is not None and set(got.weights) == set(entry.weights)
+            assert all(np.array_equal(got.weights[k], entry.weights[k]) for k in entry.weights)
+        else:
+            assert got is None
+        others = [v for k, v in seen.items() if k != h and v is not None]
+        assert not any(set(v.weights) == set(entry.weights) and all(np.array_equal(v.weights[k], entry.weights[k]) for k in entry.weights) for v in others)
+
+
 def test_export_refuses_a_trained_directory_of_another_run(tmp_path):
     """A trained finalist is reused only if it is the candidate's program: ``c2.json`` of another run (the
     trained directories are named by candidate number) is an error, not silently exported."""

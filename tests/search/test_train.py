@@ -51,6 +51,22 @@ def test_inheritance_and_full_training(tiny_sets):
     assert fin.val_psnr >= res.val_psnr - 1e-6  # keeps the best validation state, never worse than its start
 
 
+def test_keep_zeros_retrains_a_sparse_kernel_at_its_cost(tiny_sets):
+    """Malvar's zero taps stay zero (same cost, same sparsity) while its non-zero ones train; without
+    ``keep_zeros`` the same training fills the zeros in and the counted cost grows."""
+    from rawdemosaic.program.classical import bayer_malvar
+
+    tr, va = tiny_sets
+    prog = bayer_malvar()
+    kw = dict(steps=30, lr=1e-2, batch=8, inits=1, select_after=30, init="program")  # the state after 30 steps
+    kept = train(prog, tr, va, keep_zeros=True, **kw)
+    dense = train(prog, tr, va, **kw)
+    for k, w in prog.weights.items():
+        assert ((kept.program.weights[k] != 0) == (w != 0)).all()
+    assert any(not (kept.program.weights[k] == w).all() for k, w in prog.weights.items())  # it did train
+    assert kept.program.cost() == prog.cost() < dense.program.cost()
+
+
 def test_evaluate_program_through_halide(tiny_data):
     imgs = load_split("val", DIRS)
     bil = evaluate_program(bayer_bilinear(), imgs, linear=False)
@@ -71,3 +87,22 @@ def test_config_loss_reaches_training(tiny_data, kind):
     assert make({**base, "loss": "l1"}, "bayer", 0)(_linear(), 3, None)[0].digest() == got["l1"]
     with pytest.raises(ValueError, match="loss"):
         make({**base, "loss": "huber"}, "bayer", 0)(_linear(), 3, None)
+
+
+@pytest.mark.parametrize("kind", ["select", "export"])
+def test_config_keep_zeros_reaches_training(tiny_data, kind):
+    """``[train] keep_zeros`` (selection, for the inherited initialisation) and ``[export] keep_zeros`` (finalists,
+    from their own weights) keep a sparse kernel's zeros; without it they fill in."""
+    from rawdemosaic.program.graph import Program
+    from rawdemosaic.search.cli import FullTrainer
+    from rawdemosaic.search.evolve import DEFAULTS, TorchTrainer
+
+    base = {**DEFAULTS["train"], "data": list(DIRS), "patch": 16, "count": 64, "val_count": 16, "steps": 30, "batch": 8, "inits": 1, "lr": 1e-2}
+    make = TorchTrainer if kind == "select" else FullTrainer
+    bil = bayer_bilinear()  # sparse, and far from its optimum at half its weights: every check improves
+    prog = Program(bil.name, bil.cfa, bil.nodes, bil.output, {k: 0.5 * w for k, w in bil.weights.items()}, bil.meta)
+    parent = prog if kind == "select" else None  # selection inherits from the parent; export trains the program's own weights
+    for keep in (True, False):
+        out = make({**base, "keep_zeros": keep}, "bayer", 0)(prog, 3, parent)[0]
+        same = all(((out.weights[k] != 0) == (w != 0)).all() for k, w in prog.weights.items())
+        assert same is keep
