@@ -28,6 +28,7 @@ static pipeline and the Halide runtime, called through ctypes (which releases th
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 import math
 import os
@@ -37,7 +38,7 @@ import tempfile
 import threading
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -182,8 +183,9 @@ def _srgb_encode_table() -> np.ndarray:
     return np.where(v <= 0.0031308, v * 12.92, 1.055 * v ** (1.0 / 2.4) - 0.055).astype(np.float32)
 
 
-def build_pipeline(program: Program, in_dtype: str = "float32", out_dtype: str = "float32", linear_io: bool = False):
-    """Lower ``program`` to ``(pipeline, [mosaic ImageParam])`` with its schedule.
+def build_pipeline(program: Program, in_dtype: str = "float32", out_dtype: str = "float32", linear_io: bool = False, target: str | None = None):
+    """Lower ``program`` to ``(pipeline, [mosaic ImageParam])`` with its schedule for ``target``
+    (default :func:`host_target`; the vector width and register blocking follow it, :func:`_widths`).
 
     With ``linear_io`` a program of domain ``"srgb"`` gets linear light in and out: the mosaic is encoded
     with the sRGB transfer curve (once per input pixel, in the materialised input) and the result decoded.
@@ -192,6 +194,7 @@ def build_pipeline(program: Program, in_dtype: str = "float32", out_dtype: str =
     before the output encoding.
     """
     hl = _hl()
+    wd = _widths(target or host_target())
     if in_dtype not in _DTYPES or out_dtype not in _DTYPES:
         raise ProgramError(f"dtypes must be float32 or uint16, got {in_dtype}/{out_dtype}")
     p = program.period
@@ -203,7 +206,7 @@ def build_pipeline(program: Program, in_dtype: str = "float32", out_dtype: str =
         a, b = pattern_offsets(program.cfa.canonical, sx, sy)
         ox = reflection_origin(inp.dim(0).min(), inp.dim(0).extent(), sx, a, p)
         oy = reflection_origin(inp.dim(1).min(), inp.dim(1).extent(), sy, b, p)
-        g = _lower_graph(hl, program, inp, in_dtype, transfer, sx * x + ox, sy * y + oy, f"_e{k}" if k else "")
+        g = _lower_graph(hl, program, inp, in_dtype, transfer, sx * x + ox, sy * y + oy, f"_e{k}" if k else "", wd)
         lowered.append(g)
         if k == 0:
             rgb = g.rgb[x, y, c]
@@ -223,7 +226,7 @@ def build_pipeline(program: Program, in_dtype: str = "float32", out_dtype: str =
         val = _srgb_decode_unit(hl, rgb) if transfer else rgb
         out[c, x, y] = hl.saturating_cast(hl.UInt(16), val * 65535.0 + 0.5)
 
-    _schedule(hl, out, lowered, program, x, y, c)
+    _schedule(hl, out, lowered, program, x, y, c, wd)
     return hl.Pipeline(out), [inp]
 
 
@@ -235,7 +238,7 @@ class _Lowered:
         self.out_mod = out_mod  # phase modulus of the output expression
 
 
-def _lower_graph(hl: Any, program: Program, inp: Any, in_dtype: str, transfer: bool, xr: Any, yr: Any, tag: str) -> _Lowered:
+def _lower_graph(hl: Any, program: Program, inp: Any, in_dtype: str, transfer: bool, xr: Any, yr: Any, tag: str, wd: _Widths) -> _Lowered:
     """Lower the graph on the extended mosaic read at ``(xr, yr)`` (the identity, or a reflection);
     ``tag`` keeps the Func and buffer names of ensemble copies apart."""
     shapes = program.shapes()
@@ -274,7 +277,7 @@ def _lower_graph(hl: Any, program: Program, inp: Any, in_dtype: str, transfer: b
         form = op.dense(params, program.node_weights(n)) if materialised and hasattr(op, "dense") else None
         if form is not None and _dense_worthwhile(form[0]):
             (src,) = n.inputs
-            node, stack = _dense_conv(hl, name, nodes[src], *form, shapes[n.id])
+            node, stack = _dense_conv(hl, name, nodes[src], *form, shapes[n.id], wd.accumulators)
             if stack is not None:  # the input, materialised with the phase its expression carries
                 stacks.append((stack, _carried_phase(phase[src], shapes[src].scale, shapes[n.id].scale), shapes[src].channels))
             nodes[n.id] = node
@@ -315,10 +318,11 @@ def _dense_worthwhile(wt: np.ndarray) -> bool:
     return wt.shape[1] * wt.shape[2] >= _DENSE_MIN_FANIN and np.count_nonzero(wt) >= _DENSE_MIN_DENSITY * wt.size
 
 
-def _dense_block(o: int) -> tuple[int, int]:
-    """Register block ``(K, U)``: K output channels times U vectors of x accumulate in registers."""
-    k = next(k for k in (8, 4, 2, 1) if o % k == 0)
-    return k, min(4, 16 // k)
+def _dense_block(o: int, accumulators: int = 16) -> tuple[int, int]:
+    """Register block ``(K, U)``: K output channels times U vectors of x accumulate in registers
+    (``K * U <= accumulators``, at most 4 vectors)."""
+    k = next(k for k in (8, 4, 2, 1) if o % k == 0 and k <= accumulators)
+    return k, max(1, min(4, accumulators // k))
 
 
 def _owned_buffer(hl: Any, a: np.ndarray, name: str) -> Any:
@@ -329,7 +333,7 @@ def _owned_buffer(hl: Any, a: np.ndarray, name: str) -> Any:
     return buf
 
 
-def _dense_conv(hl: Any, name: str, src: HNode, wt: np.ndarray, bias: np.ndarray, taps: list[tuple[int, int]], groups: int, shape: Shape) -> tuple[HNode, Any]:
+def _dense_conv(hl: Any, name: str, src: HNode, wt: np.ndarray, bias: np.ndarray, taps: list[tuple[int, int]], groups: int, shape: Shape, accumulators: int = 16) -> tuple[HNode, Any]:
     """Lower a convolution as a reduction over (tap, input channel of the group), weights in a buffer.
 
     Returns the node (one Func over ``(x, y, c)``, ``c`` stored) and the Func materialising its input
@@ -360,7 +364,7 @@ def _dense_conv(hl: Any, name: str, src: HNode, wt: np.ndarray, bias: np.ndarray
     acc[x, y, c] += w[r.x, r.y, c] * inp[x + dx, y + dy, ci]
     f = hl.Func(name)
     f[x, y, c] = acc[x, y, c]
-    return HNode(f, shape, dense=(acc, r, o, *_dense_block(o))), stack
+    return HNode(f, shape, dense=(acc, r, o, *_dense_block(o, accumulators))), stack
 
 
 def _carried_phase(mod: int, s_in: int, s_out: int) -> int:
@@ -416,25 +420,50 @@ def _safe(s: str) -> str:
     return "".join(ch if ch.isalnum() else "_" for ch in s)
 
 
-_VEC = 16  # output lanes: one per period-tile, so a vector covers 16 * period pixels of a row
-_VEC_MAT = 16  # lanes of materialised intermediate Funcs
+class _Widths(NamedTuple):
+    """Vector shape of a target's schedule.
+
+    ``lanes``: float32 lanes of a vector (16 with AVX-512, 8 with AVX2, 4 with SSE and NEON); the output
+    takes one lane per period-tile, so a vector covers ``lanes * period`` pixels of a row, and
+    materialised intermediates are vectorised likewise. ``accumulators``: vectors a dense convolution's
+    register block keeps live, half the vector registers (32 with AVX-512 and on 64-bit ARM, else 16).
+    A 16-lane schedule on AVX2 needs twice the registers it has and spills: learned kernels ran 1.5 to
+    2.2x slower than with 8 lanes and 8 accumulators (2-core Zen 3, 12 MP, same run).
+    """
+
+    lanes: int
+    accumulators: int
 
 
-def tile_size(program: Program) -> tuple[int, int]:
+@functools.lru_cache(maxsize=None)
+def _widths(target: str) -> _Widths:
+    hl = _hl()
+    t = hl.Target(target)
+    lanes = max(4, min(16, t.natural_vector_size(hl.Float(32))))
+    regs = 32 if t.has_feature(hl.TargetFeature.AVX512) or (t.arch == hl.TargetArch.ARM and t.bits == 64) else 16
+    return _Widths(lanes, regs // 2)
+
+
+def tile_size(program: Program, target: str | None = None) -> tuple[int, int]:
     """Output tile ``(ty, tx)`` of the schedule, multiples of the period alignment.
 
     Programs without wide intermediates take long thin tiles (32 x 1024). Learned ones take about 64 x
     352: taller tiles recompute less of the stacked convolutions' halo (on the packed grid a 32-row
     tile is 16 rows, each 3x3 layer adding one on either side), narrower ones keep a tile's
-    intermediates near the cache (measured on 12 MP: +6 to +30% over 32 x 352..1024).
+    intermediates near the cache (measured on 12 MP: +6 to +30% over 32 x 352..1024). The width is a
+    multiple of ``period * lanes`` of ``target`` (default :func:`host_target`).
     """
+    return _tile_size(program, _widths(target or host_target()).lanes)
+
+
+def _tile_size(program: Program, lanes: int) -> tuple[int, int]:
     m = _out_modulus(program)
     shapes = program.shapes()
     width = 1 + sum(
         shapes[n.id].channels / shapes[n.id].scale ** 2 for n in program.live_nodes() if get_op(n.op).heavy
     )
     L = program.lcm_scale()
-    ax, ay = math.lcm(m * _VEC, L), math.lcm(m, L)
+    ax, ay = math.lcm(m * lanes, L), math.lcm(m, L)
     if width <= 16:
         return ay * max(1, int(round(32 / ay))), ax * max(1, int(round(1024 / ax)))
     return ay * max(1, int(round(64 / ay))), ax * max(1, int(round(352 / ax)))
@@ -449,10 +478,10 @@ def _out_modulus(program: Program) -> int:
     return math.lcm(*mods)
 
 
-def _schedule(hl, out, copies, program, x, y, c) -> None:
+def _schedule(hl, out, copies, program, x, y, c, wd: _Widths) -> None:
     m = copies[0].out_mod  # the output inlines the first copy only
-    vec = _VEC
-    ty, tx = tile_size(program)
+    vec = lanes = wd.lanes
+    ty, tx = _tile_size(program, lanes)
     assert tx % m == 0 and ty % m == 0
     L = program.lcm_scale()
     ob = out.output_buffer()
@@ -481,20 +510,20 @@ def _schedule(hl, out, copies, program, x, y, c) -> None:
         if mod > 1:
             f.align_bounds(x, mod).align_bounds(y, mod)
             fx, fq, fy, fyq, fv = hl.Var(), hl.Var(), hl.Var(), hl.Var(), hl.Var()
-            f.split(x, fx, fq, mod).split(y, fy, fyq, mod).split(fx, fx, fv, _VEC_MAT // 2, hl.TailStrategy.RoundUp)
+            f.split(x, fx, fq, mod).split(y, fy, fyq, mod).split(fx, fx, fv, lanes // 2, hl.TailStrategy.RoundUp)
             f.reorder(fq, fv, fyq, fx, fy).unroll(fq).unroll(fyq).vectorize(fv)
         else:
-            f.vectorize(x, _VEC_MAT, hl.TailStrategy.RoundUp)
+            f.vectorize(x, lanes, hl.TailStrategy.RoundUp)
 
     def dense(node) -> None:
         """A dense convolution: per tile, blocks of K channels by U vectors of x accumulate in registers."""
         f, (acc, r, o, k, u) = node.func, node.dense
         f.compute_at(out, tile).bound(c, 0, o)
         fxo, fxi, fco, fci = hl.Var(), hl.Var(), hl.Var(), hl.Var()
-        f.split(x, fxo, fxi, _VEC_MAT * u, hl.TailStrategy.RoundUp).split(c, fco, fci, k)
-        f.reorder(fxi, fci, fxo, y, fco).vectorize(fxi, _VEC_MAT).unroll(fxi).unroll(fci)
-        acc.compute_at(f, fxo).vectorize(x, _VEC_MAT).unroll(x).unroll(c)
-        acc.update().reorder(x, c, r.x, r.y, y).vectorize(x, _VEC_MAT).unroll(x).unroll(c).unroll(r.x)
+        f.split(x, fxo, fxi, lanes * u, hl.TailStrategy.RoundUp).split(c, fco, fci, k)
+        f.reorder(fxi, fci, fxo, y, fco).vectorize(fxi, lanes).unroll(fxi).unroll(fci)
+        acc.compute_at(f, fxo).vectorize(x, lanes).unroll(x).unroll(c)
+        acc.update().reorder(x, c, r.x, r.y, y).vectorize(x, lanes).unroll(x).unroll(c).unroll(r.x)
 
     for g in copies:  # each ensemble copy's intermediates per tile, over the tile's reflection
         materialise(g.ext, 1, channels=1)
@@ -611,7 +640,7 @@ class Kernel:
                 base = Path(tmp) / "k"
                 try:
                     hl = _hl()
-                    pipe, args = build_pipeline(self.program, self.in_dtype, self.out_dtype, linear_io=self.transfer)
+                    pipe, args = build_pipeline(self.program, self.in_dtype, self.out_dtype, linear_io=self.transfer, target=self.target)
                     target = hl.Target(self.target)
                     pipe.compile_to({hl.OutputFileType.static_library: str(base) + ".a"}, args, self.fn_name, target)
                 except Exception as e:  # Halide raises RuntimeError / CompileError
@@ -658,7 +687,7 @@ class Kernel:
             raise ValueError(f"kernel {self.program.name} serves {self.program.cfa.value}, not {pat.kind.value}")
         h, w = m.shape
         L = self.program.lcm_scale()
-        ty, tx = tile_size(self.program)
+        ty, tx = tile_size(self.program, self.target)
         y0, x0 = 0, 0  # the phase is below the period, so the aligned region starts at 0
         hh = max(-(-(pat.dy + h) // L) * L, ty)
         ww = max(-(-(pat.dx + w) // L) * L, tx)

@@ -327,6 +327,60 @@ def test_dense_convolutions_match_reference_in_every_phase(cfa, monkeypatch):
         assert np.abs(k(m, pat) - run_reference(prog, m, pat)).max() <= 1e-4
 
 
+@pytest.mark.parametrize(
+    ("target", "lanes", "accumulators"),
+    [
+        ("x86-64-linux-avx-avx2-avx512-avx512_skylake-f16c-fma-sse41", 16, 16),
+        ("x86-64-linux-avx-avx2-f16c-fma-sse41", 8, 8),
+        ("x86-64-linux-sse41", 4, 8),
+        ("arm-64-linux", 4, 16),
+        ("arm-32-linux", 4, 8),
+    ],
+)
+def test_vector_shape_follows_the_target(target, lanes, accumulators):
+    from rawdemosaic.program.compiler import _widths, tile_size
+
+    assert _widths(target) == (lanes, accumulators)
+    prog = _dense_program(CFA.XTRANS)
+    ty, tx = tile_size(prog, target)
+    assert tx % (prog.period * lanes) == 0 and ty % prog.period == 0
+
+
+def _host_runs(target: str) -> bool:
+    import halide as hl
+
+    host, t = hl.get_host_target(), hl.Target(target)
+    return all(host.has_feature(f) for f in (hl.TargetFeature.AVX2, hl.TargetFeature.AVX512) if t.has_feature(f))
+
+
+@pytest.mark.parametrize("target", ["x86-64-linux-sse41", "x86-64-linux-avx-avx2-f16c-fma-sse41", "x86-64-linux-avx-avx2-avx512-avx512_skylake-f16c-fma-sse41"])
+@pytest.mark.parametrize("cfa", [CFA.BAYER, CFA.XTRANS])
+def test_every_vector_width_matches_reference(cfa, target, tmp_path, monkeypatch):
+    """Schedules of 4, 8 and 16 lanes (their own tile sizes and register blocks) compute the same image."""
+    if not _host_runs(target):
+        pytest.skip(f"this machine cannot run {target}")
+    monkeypatch.setenv("RAWDEMOSAIC_CACHE", str(tmp_path))
+    prog = _dense_program(cfa)
+    k = Kernel(prog, target=target, quiet=True)
+    rng = np.random.default_rng(2)
+    for dy, dx in PHASES[cfa][:: 3 if cfa is CFA.BAYER else 11]:
+        pat = CFAPattern(cfa, dy, dx)
+        m = rng.random((61 + dy, 203 + dx)).astype(np.float32)
+        assert np.abs(k(m, pat) - run_reference(prog, m, pat)).max() <= 1e-4
+
+
+def test_cross_compiles_for_64_bit_arm(tmp_path):
+    """A NEON schedule (4 lanes, 16 accumulators) lowers and compiles to an object file for ARM boards."""
+    import halide as hl
+
+    from rawdemosaic.program import compiler
+
+    pipe, args = compiler.build_pipeline(_dense_program(CFA.BAYER), "uint16", "uint16", target="arm-64-linux")
+    obj = tmp_path / "k.o"
+    pipe.compile_to({hl.OutputFileType.object: str(obj)}, args, "rd_arm", hl.Target("arm-64-linux"))
+    assert obj.read_bytes()[:4] == b"\x7fELF" and obj.read_bytes()[18] == 183  # e_machine EM_AARCH64
+
+
 def test_scratch_blocks_are_reused_per_thread():
     """Kernels link a per-thread cache of freed scratch blocks (tiles then reuse warm memory instead of
     mapping fresh pages): a smaller request after a free gets the cached block back, 128-byte aligned."""
