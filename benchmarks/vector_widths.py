@@ -1,0 +1,55 @@
+"""A/B of the schedule's vector shape on this machine: 16 lanes / 16 accumulators (the AVX-512 shape,
+what every target got before) against the target's own (:func:`rawdemosaic.program.compiler._widths`).
+
+Both kernels of an entry are built into throw-away caches, then timed alternately (uint16 12 MP mosaic,
+medians of 9). Prints a markdown table; usage: ``python benchmarks/vector_widths.py [name,name,...]``
+(default: registry entries below 1000 ops/pixel).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+import rawdemosaic.program.compiler as C
+from rawdemosaic.registry import kernels
+
+
+def main() -> None:
+    entries = {e.name: e for e in kernels(plugins=False)}
+    names = sys.argv[1].split(",") if len(sys.argv) > 1 else [n for n, e in entries.items() if e.cost < 1000]
+    real = C._widths
+    variants = [lambda t: C._Widths(16, 16), real]
+    m = np.random.default_rng(0).integers(0, 65535, (3000, 3996), dtype=np.uint16)
+    print(f"target {C.host_target()}: {real(C.host_target())}\n")
+    print("| kernel | 16 lanes (before) | target widths | ratio |\n|---|---|---|---|")
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in names:
+            prog = entries[n].program()
+            ks = []
+            for i, fn in enumerate(variants):
+                os.environ["RAWDEMOSAIC_CACHE"] = os.path.join(tmp, f"{n}-{i}")
+                C._widths = fn
+                try:
+                    k = C.Kernel(prog, "uint16", "uint16", quiet=True)
+                    k._load()
+                    k(m)
+                finally:
+                    C._widths = real
+                ks.append(k)
+            ts: list[list[float]] = [[] for _ in ks]
+            for _ in range(9):
+                for i, k in enumerate(ks):
+                    t0 = time.perf_counter()
+                    k(m)
+                    ts[i].append(time.perf_counter() - t0)
+            a, b = (float(np.median(t)) for t in ts)
+            print(f"| `{n}` | {m.size / a / 1e6:.0f} | {m.size / b / 1e6:.0f} | {a / b:.2f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
