@@ -311,3 +311,21 @@ def timed(fn: Callable[[], object], repeats: int, warmup: int = 1) -> list[float
         fn()
         out.append(time.perf_counter() - t)
     return out
+
+
+def timed_rounds(tasks: dict[str, tuple[Callable[[], object], int]], warmup: int = 1) -> dict[str, list[float]]:
+    """Time every ``key: (fn, repeats)`` in rounds: round ``r`` runs each task that still needs samples
+    once, in order, so a task's samples spread over the whole run. On a shared machine whose speed drifts
+    (steal time, other tenants), a method timed in one block can land in a quiet or a busy minute while
+    its peer lands in the other; interleaved, both see the same drift and their medians compare."""
+    for fn, _ in tasks.values():
+        for _ in range(warmup):
+            fn()
+    out: dict[str, list[float]] = {k: [] for k in tasks}
+    for r in range(max((n for _, n in tasks.values()), default=0)):
+        for k, (fn, n) in tasks.items():
+            if r < n:
+                t = time.perf_counter()
+                fn()
+                out[k].append(time.perf_counter() - t)
+    return out

@@ -5,6 +5,9 @@
   from the tiled Kodak24 images (random data if the test set is absent).
 * Registry kernels (Bayer and X-Trans) with uint16 in/out and float32 in/out, ``out=`` preallocated: median of
   N runs after a warm-up, in MP/s.
+* Every in-process method (OpenCV, the kernels, LibRaw, colour-demosaicing) is timed in interleaved rounds,
+  each round running every method once, so a kernel and the peer it is compared with see the same drift of a
+  shared machine (``_common.timed_rounds``).
 * OpenCV ``cv2.demosaicing``: bilinear and edge-aware on uint16, VNG on 8 bits (its only depth), ``dst``
   preallocated. LibRaw (rawpy): opening an uncompressed 16-bit DNG of the same mosaic plus ``postprocess``
   (LINEAR, VNG, PPG, AHD, AAHD; X-Trans: its own code, PPG = 1-pass and AHD = 3-pass Markesteijn) with
@@ -119,7 +122,24 @@ def main(argv=None) -> dict:
     del rgb
     rows: list[dict] = []
 
-    # ---- OpenCV (first, so the ratios' base is measured before anything heats the machine)
+    # Every in-process method is timed in interleaved rounds (``C.timed_rounds``): fast ones ``reps``
+    # times, LibRaw and colour-demosaicing ``sreps`` times (in the first rounds), so a peer and the kernels
+    # it is compared with see the same drift of this shared machine. Each task runs once on registration
+    # (the warm-up; kernels compile there), and its row is written in the order registered.
+    tasks: dict[str, tuple] = {}
+    pending: list[tuple[str, tuple, dict]] = []
+
+    def task(key, fn, n, *row_args, **extra) -> bool:
+        try:
+            fn()
+        except Exception as e:  # noqa: BLE001 - LibRaw's X-Trans code fails on small images
+            log(f"{row_args[1]} {row_args[2]} {row_args[5]}: failed ({e}), skipped")
+            return False
+        tasks[key] = (fn, n)
+        pending.append((key, row_args, extra))
+        return True
+
+    # ---- OpenCV
     hb, wb = shapes["bayer"]
     dst16 = np.empty((hb, wb, 3), np.uint16)
     dst8 = np.empty((hb, wb, 3), np.uint8)
@@ -129,38 +149,38 @@ def main(argv=None) -> dict:
         ("opencv_vng", "OpenCV VNG (8-bit only)", m8["bayer"], dst8, "_VNG"),
     ):
         code = C.opencv_code(BAYER, suffix)
-        t = C.timed(lambda: cv2.demosaicing(src, code, dst=dst), reps)
-        row(rows, log, pid, label, "bayer", "peer", f"{src.dtype.name} -> {dst.dtype.name}", (hb, wb), t)
+        task(pid, lambda src=src, code=code, dst=dst: cv2.demosaicing(src, code, dst=dst), reps,
+             pid, label, "bayer", "peer", f"{src.dtype.name} -> {dst.dtype.name}", (hb, wb))
 
     # the same without a preallocated destination (OpenCV allocates and first-touches 72 MB per call)
-    t = C.timed(lambda: cv2.demosaicing(m16["bayer"], C.opencv_code(BAYER)), reps)
-    row(rows, log, "opencv_bilinear_alloc", "OpenCV bilinear, new dst per call", "bayer", "peer", "uint16 -> uint16", (hb, wb), t, note="no dst=")
+    task("opencv_bilinear_alloc", lambda: cv2.demosaicing(m16["bayer"], C.opencv_code(BAYER)), reps,
+         "opencv_bilinear_alloc", "OpenCV bilinear, new dst per call", "bayer", "peer", "uint16 -> uint16", (hb, wb), note="no dst=")
 
-    # ---- registry kernels
+    # ---- registry kernels (one output array per CFA and dtype, shared by the kernels)
     cheapest = {}
     for info in infos:
         cheapest.setdefault(info.cfa.value, info)
+    outs = {}
     for info in infos:
         c = info.cfa.value
         for tag, dt, src in (("u16", "uint16", m16[c]), ("f32", "float32", m32[c])):
             k = get_kernel(info, dt, dt)
-            out = np.empty(src.shape + (3,), np.dtype(dt))
-            res = k(src, pats[c], out=out)
-            direct = res is out  # the kernel wrote straight into `out` (no copy)
-            t = C.timed(lambda: k(src, pats[c], out=out), reps)
-            row(rows, log, f"{info.name}:{tag}", info.name, c, "registry", f"{dt} -> {dt}", src.shape, t, cost=info.cost, kernel=info.name, direct_out=direct)
+            out = outs.setdefault((c, dt), np.empty(src.shape + (3,), np.dtype(dt)))
+            direct = k(src, pats[c], out=out) is out  # the kernel wrote straight into `out` (no copy)
+            task(f"{info.name}:{tag}", lambda k=k, src=src, c=c, out=out: k(src, pats[c], out=out), reps,
+                 f"{info.name}:{tag}", info.name, c, "registry", f"{dt} -> {dt}", src.shape, cost=info.cost, kernel=info.name, direct_out=direct)
         if info is cheapest.get(c):
             k = get_kernel(info, "uint16", "uint16")
-            t = C.timed(lambda: k(m16[c], pats[c]), reps)
-            row(rows, log, f"{info.name}:u16_alloc", info.name, c, "registry", "uint16 -> uint16", m16[c].shape, t, cost=info.cost, kernel=info.name, note="new output per call (no out=)")
+            task(f"{info.name}:u16_alloc", lambda k=k, c=c: k(m16[c], pats[c]), reps,
+                 f"{info.name}:u16_alloc", info.name, c, "registry", "uint16 -> uint16", m16[c].shape, cost=info.cost, kernel=info.name, note="new output per call (no out=)")
 
-    # ---- LibRaw
-    if not a.no_libraw:
-        import rawpy
+    with tempfile.TemporaryDirectory() as d:
+        # ---- LibRaw
+        if not a.no_libraw:
+            import rawpy
 
-        from rawdemosaic.testing import write_dng
+            from rawdemosaic.testing import write_dng
 
-        with tempfile.TemporaryDirectory() as d:
             for c in ("bayer", "xtrans"):
                 path = Path(d) / f"{c}.dng"
                 write_dng(path, m16[c], pats[c])
@@ -169,29 +189,30 @@ def main(argv=None) -> dict:
                         with rawpy.imread(str(path)) as r:
                             return C.libraw_postprocess(r, alg)
 
-                    try:
-                        t = C.timed(run, sreps)
-                    except Exception as e:  # noqa: BLE001 - LibRaw's X-Trans code fails on small images
-                        log(f"LibRaw {alg} {c} {m16[c].shape}: failed ({e}), skipped")
-                        continue
                     label = LIBRAW_XT_LABEL.get(alg, LIBRAW_LABEL[alg]) if c == "xtrans" else LIBRAW_LABEL[alg]
-                    row(rows, log, f"libraw_{alg.lower()}", label, c, "peer", "DNG uint16 -> uint16", m16[c].shape, t, note="open DNG + postprocess")
+                    task(f"libraw_{alg.lower()}:{c}", run, sreps,
+                         f"libraw_{alg.lower()}", label, c, "peer", "DNG uint16 -> uint16", m16[c].shape, note="open DNG + postprocess")
 
-    # ---- colour-demosaicing on a crop
-    if not a.no_colour:
-        try:
-            import colour_demosaicing as cd
+        # ---- colour-demosaicing on a crop
+        if not a.no_colour:
+            try:
+                import colour_demosaicing as cd
 
-            cm = m32["bayer"][:crop, :crop].astype(np.float64)
-            for pid, label, f in (
-                ("colour_bilinear", "bilinear (colour-demosaicing)", cd.demosaicing_CFA_Bayer_bilinear),
-                ("colour_malvar", "Malvar-He-Cutler (colour-demosaicing)", cd.demosaicing_CFA_Bayer_Malvar2004),
-                ("colour_menon", "Menon 2007 (colour-demosaicing)", cd.demosaicing_CFA_Bayer_Menon2007),
-            ):
-                t = C.timed(lambda f=f: f(cm, "RGGB"), sreps)
-                row(rows, log, pid, label, "bayer", "peer", "float64 -> float64", cm.shape, t, note=f"{crop}x{crop} crop")
-        except ImportError:
-            log("colour-demosaicing not installed: skipped")
+                cm = m32["bayer"][:crop, :crop].astype(np.float64)
+                for pid, label, f in (
+                    ("colour_bilinear", "bilinear (colour-demosaicing)", cd.demosaicing_CFA_Bayer_bilinear),
+                    ("colour_malvar", "Malvar-He-Cutler (colour-demosaicing)", cd.demosaicing_CFA_Bayer_Malvar2004),
+                    ("colour_menon", "Menon 2007 (colour-demosaicing)", cd.demosaicing_CFA_Bayer_Menon2007),
+                ):
+                    task(pid, lambda f=f: f(cm, "RGGB"), sreps,
+                         pid, label, "bayer", "peer", "float64 -> float64", cm.shape, note=f"{crop}x{crop} crop")
+            except ImportError:
+                log("colour-demosaicing not installed: skipped")
+
+        log(f"timing {len(tasks)} methods in {reps} interleaved rounds")
+        times = C.timed_rounds(tasks, warmup=0)
+    for key, args, extra in pending:
+        row(rows, log, *args[:6], times[key], **extra)
 
     # ---- demosaicnet on a crop (its own interpreter)
     if not a.no_demosaicnet:
@@ -217,6 +238,7 @@ def main(argv=None) -> dict:
         "shapes": {c: list(s) for c, s in shapes.items()},
         "repeats": reps,
         "slow_repeats": sreps,
+        "interleaved": True,
         "rows": rows,
         "end_to_end": e2e,
         "seconds": time.perf_counter() - t_start,
@@ -291,7 +313,8 @@ def render(doc: dict) -> str:
         + ".",
         "",
         f"Mosaic cut from tiled Kodak24 images: Bayer RGGB {sh['bayer'][0]}x{sh['bayer'][1]}, X-Trans {sh['xtrans'][0]}x{sh['xtrans'][1]}. "
-        f"Median of {doc['repeats']} runs after a warm-up (LibRaw, colour-demosaicing, demosaicnet: {doc['slow_repeats']}); "
+        f"Median of {doc['repeats']} runs after a warm-up (LibRaw, colour-demosaicing, demosaicnet: {doc['slow_repeats']}), "
+        f"{'timed in interleaved rounds (each round runs every method once, so all see the same drift of the machine); ' if doc.get('interleaved') else ''}"
         "`out=`/`dst=` preallocated unless the row says otherwise. LibRaw = opening an uncompressed DNG + `postprocess` (16-bit, linear, raw colour). "
         "colour-demosaicing and demosaicnet on the crops shown, scaled to MP/s. Ratio: throughput / OpenCV bilinear (uint16) of the same run.",
         "",

@@ -73,6 +73,16 @@ def test_results_sections(bench, tmp_path):
     assert "S2" in t and "S1" not in t and "Q1" in t and t.count("<!-- speed:begin -->") == 1
 
 
+def test_timed_rounds_interleave_the_methods(bench):
+    calls: list[str] = []
+    tasks = {k: ((lambda k=k: calls.append(k)), n) for k, n in (("fast", 3), ("peer", 3), ("slow", 1))}
+    t = bench["_common"].timed_rounds(tasks, warmup=1)
+    assert {k: len(v) for k, v in t.items()} == {"fast": 3, "peer": 3, "slow": 1}
+    assert all(x >= 0 for v in t.values() for x in v)
+    # one warm-up each, then rounds: every method once per round while it still needs samples
+    assert calls == ["fast", "peer", "slow"] + ["fast", "peer", "slow"] + ["fast", "peer"] * 2
+
+
 @pytest.mark.slow
 def test_scripts_smoke(bench, shared_data, tmp_path):
     pytest.importorskip("cv2")

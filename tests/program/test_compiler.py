@@ -328,19 +328,22 @@ def test_dense_convolutions_match_reference_in_every_phase(cfa, monkeypatch):
 
 
 @pytest.mark.parametrize(
-    ("target", "lanes", "accumulators"),
+    ("target", "lanes", "accumulators", "channels", "block24"),
     [
-        ("x86-64-linux-avx-avx2-avx512-avx512_skylake-f16c-fma-sse41", 16, 16),
-        ("x86-64-linux-avx-avx2-f16c-fma-sse41", 8, 8),
-        ("x86-64-linux-sse41", 4, 8),
-        ("arm-64-linux", 4, 16),
-        ("arm-32-linux", 4, 8),
+        ("x86-64-linux-avx-avx2-avx512-avx512_skylake-f16c-fma-sse41", 16, 16, 8, (8, 2)),
+        ("x86-64-linux-avx-avx2-f16c-fma-sse41", 8, 8, 4, (4, 2)),
+        ("x86-64-linux-sse41", 4, 8, 4, (4, 2)),
+        ("arm-64-linux", 4, 16, 8, (8, 2)),
+        ("arm-32-linux", 4, 8, 8, (8, 1)),
     ],
 )
-def test_vector_shape_follows_the_target(target, lanes, accumulators):
-    from rawdemosaic.program.compiler import _widths, tile_size
+def test_vector_shape_follows_the_target(target, lanes, accumulators, channels, block24):
+    from rawdemosaic.program.compiler import _dense_block, _widths, tile_size
 
-    assert _widths(target) == (lanes, accumulators)
+    wd = _widths(target)
+    assert wd == (lanes, accumulators, channels)
+    assert _dense_block(24, wd.accumulators, wd.channels) == block24  # a 24-channel layer's register block
+    assert _dense_block(6, wd.accumulators, wd.channels) == (2, min(4, accumulators // 2))
     prog = _dense_program(CFA.XTRANS)
     ty, tx = tile_size(prog, target)
     assert tx % (prog.period * lanes) == 0 and ty % prog.period == 0
