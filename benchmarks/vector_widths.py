@@ -1,8 +1,11 @@
 """A/B of the schedule's vector shape on this machine: 16 lanes / 16 accumulators (the AVX-512 shape,
 what every target got before) against the target's own (:func:`rawdemosaic.program.compiler._widths`).
 
+With ``--blocks``: dense-convolution register blocks of up to 8 output channels (what every target got
+before) against the target's own width (4 on x86 without AVX-512, whose FMAs have no embedded broadcast).
+
 Both kernels of an entry are built into throw-away caches, then timed alternately (uint16 12 MP mosaic,
-medians of 9). Prints a markdown table; usage: ``python benchmarks/vector_widths.py [name,name,...]``
+medians of 9). Prints a markdown table; usage: ``python benchmarks/vector_widths.py [--blocks] [name,name,...]``
 (default: registry entries below 1000 ops/pixel).
 """
 
@@ -21,12 +24,16 @@ from rawdemosaic.registry import kernels
 
 def main() -> None:
     entries = {e.name: e for e in kernels(plugins=False)}
-    names = sys.argv[1].split(",") if len(sys.argv) > 1 else [n for n, e in entries.items() if e.cost < 1000]
+    args = [a for a in sys.argv[1:] if a != "--blocks"]
+    blocks = "--blocks" in sys.argv[1:]
+    names = args[0].split(",") if args else [n for n, e in entries.items() if e.cost < 1000]
     real = C._widths
-    variants = [lambda t: C._Widths(16, 16), real]
+    before = (lambda t: real(t)._replace(channels=8)) if blocks else (lambda t: C._Widths(16, 16))
+    variants = [before, real]
     m = np.random.default_rng(0).integers(0, 65535, (3000, 3996), dtype=np.uint16)
     print(f"target {C.host_target()}: {real(C.host_target())}\n")
-    print("| kernel | 16 lanes (before) | target widths | ratio |\n|---|---|---|---|")
+    head = "8-channel blocks (before) | target blocks" if blocks else "16 lanes (before) | target widths"
+    print(f"| kernel | {head} | ratio |\n|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
         for n in names:
             prog = entries[n].program()
