@@ -277,9 +277,10 @@ def _lower_graph(hl: Any, program: Program, inp: Any, in_dtype: str, transfer: b
         form = op.dense(params, program.node_weights(n)) if materialised and hasattr(op, "dense") else None
         if form is not None and _dense_worthwhile(form[0]):
             (src,) = n.inputs
-            node, stack = _dense_conv(hl, name, nodes[src], *form, shapes[n.id], wd)
-            if stack is not None:  # the input, materialised with the phase its expression carries
-                stacks.append((stack, _carried_phase(phase[src], shapes[src].scale, shapes[n.id].scale), shapes[src].channels))
+            stride = form[4] if len(form) > 4 else 1  # a strided form: Downsample
+            node, stack = _dense_conv(hl, name, nodes[src], *form[:4], shapes[n.id], wd, stride=stride)
+            if stack is not None:  # the input, materialised on its own grid with the phase its expression carries
+                stacks.append((stack, phase[src], shapes[src].channels))
             nodes[n.id] = node
             heavy.append((node, 1))
             phase[n.id] = 1
@@ -333,8 +334,9 @@ def _owned_buffer(hl: Any, a: np.ndarray, name: str) -> Any:
     return buf
 
 
-def _dense_conv(hl: Any, name: str, src: HNode, wt: np.ndarray, bias: np.ndarray, taps: list[tuple[int, int]], groups: int, shape: Shape, wd: "_Widths | None" = None) -> tuple[HNode, Any]:
-    """Lower a convolution as a reduction over (tap, input channel of the group), weights in a buffer.
+def _dense_conv(hl: Any, name: str, src: HNode, wt: np.ndarray, bias: np.ndarray, taps: list[tuple[int, int]], groups: int, shape: Shape, wd: "_Widths | None" = None, stride: int = 1) -> tuple[HNode, Any]:
+    """Lower a convolution as a reduction over (tap, input channel of the group), weights in a buffer;
+    with ``stride`` an output sample reads input ``stride * x + tap`` (a learned down-sampling).
 
     Returns the node (one Func over ``(x, y, c)``, ``c`` stored) and the Func materialising its input
     (``None`` when the input is itself a dense convolution's output). The schedule (:func:`_schedule`)
@@ -361,7 +363,7 @@ def _dense_conv(hl: Any, name: str, src: HNode, wt: np.ndarray, bias: np.ndarray
     acc = hl.Func(f"{name}_acc")
     acc[x, y, c] = b[c]
     ci = r.y if groups == 1 else (c // (o // groups)) * cin_g + r.y  # the output's group's inputs
-    acc[x, y, c] += w[r.x, r.y, c] * inp[x + dx, y + dy, ci]
+    acc[x, y, c] += w[r.x, r.y, c] * inp[stride * x + dx, stride * y + dy, ci]
     f = hl.Func(name)
     f[x, y, c] = acc[x, y, c]
     block = _dense_block(o) if wd is None else _dense_block(o, wd.accumulators, wd.channels)

@@ -988,6 +988,14 @@ class Downsample(Op):
         wt = w["weight"].reshape(w["weight"].shape[0], -1)
         return F.conv2d(a, wt[:, :, None, None], w.get("bias"))
 
+    def dense(self, p, w) -> tuple[np.ndarray, np.ndarray, list[tuple[int, int]], int, int]:
+        """``(weight (O, C, f * f), bias, taps, 1, stride f)``: the compiler lowers it as a strided dense
+        reduction (:func:`rawdemosaic.program.compiler._dense_conv`), like :meth:`_Conv.dense`."""
+        f = p["factor"]
+        wt = np.asarray(w["weight"], np.float32)
+        bias = np.asarray(w["bias"], np.float32) if p["bias"] else np.zeros(wt.shape[0], np.float32)
+        return wt.reshape(wt.shape[0], wt.shape[1], f * f), bias, [(j, i) for j in range(f) for i in range(f)], 1, f
+
     def halide(self, xs, p, w, ctx):
         hl, n = ctx.hl, xs[0]
         f = p["factor"]

@@ -316,7 +316,7 @@ def test_dense_convolutions_match_reference_in_every_phase(cfa, monkeypatch):
         v.setflags(write=False)  # as weights loaded by np.load or taken from torch can be
     lowered = []
     real = compiler._dense_conv
-    monkeypatch.setattr(compiler, "_dense_conv", lambda hl, name, *a: lowered.append(name) or real(hl, name, *a))
+    monkeypatch.setattr(compiler, "_dense_conv", lambda hl, name, *a, **kw: lowered.append(name) or real(hl, name, *a, **kw))
     compiler.build_pipeline(prog)
     assert sorted(lowered) == sorted(["conv1d_f1", "conv2d_f0", "conv2d_g0", "conv2d_g1"] + (["conv1x1_h"] if cfa is CFA.XTRANS else []))
     k = Kernel(prog, quiet=True)
@@ -324,6 +324,44 @@ def test_dense_convolutions_match_reference_in_every_phase(cfa, monkeypatch):
     for dy, dx in PHASES[cfa][:: 1 if cfa is CFA.BAYER else 7]:
         pat = CFAPattern(cfa, dy, dx)
         m = rng.random((45 + dy, 70 + dx)).astype(np.float32)
+        assert np.abs(k(m, pat) - run_reference(prog, m, pat)).max() <= 1e-4
+
+
+@pytest.mark.parametrize("cfa", [CFA.BAYER, CFA.XTRANS])
+def test_downsample_is_a_strided_dense_reduction(cfa, monkeypatch):
+    """Learned down-sampling lowers as a dense reduction with a stride, reading a dense layer directly and a
+    full-resolution stack that carries the CFA phase; both match the reference in several phases."""
+    from rawdemosaic.program import compiler
+    from rawdemosaic.program.graph import Node as N
+    from rawdemosaic.program.graph import Program
+    from rawdemosaic.program.zoo import random_weights
+
+    p, pp = cfa.period, cfa.period**2
+    nodes = (
+        N("mosaic", "Input"),
+        N("packed", "Pack", ("mosaic",)),
+        N("a", "Conv2D", ("packed",), {"out_channels": 8}),
+        N("d", "Downsample", ("a",), {"factor": 2, "out_channels": 8}),  # reads the dense layer a
+        N("u", "Upsample", ("d",), {"factor": 2, "mode": "bilinear"}),
+        N("s", "Add", ("a", "u")),
+        N("g", "Conv2D", ("s",), {"out_channels": pp}),
+        N("green", "GreenInsert", ("mosaic", "g")),
+        N("e", "Stack", ("green", "mosaic", "mosaic", "green")),
+        N("h", "Downsample", ("e",), {"factor": p, "out_channels": 8}),  # reads a phase-carrying stack
+        N("hc", "Conv2D", ("h",), {"out_channels": 2 * pp}),
+        N("rgb", "ChromaInsert", ("mosaic", "green", "hc"), {"mode": "diff"}),
+    )
+    prog = Program(f"down_{cfa.value}", cfa, nodes, "rgb", random_weights(nodes, cfa, np.random.default_rng(7)))
+    strides = {}
+    real = compiler._dense_conv
+    monkeypatch.setattr(compiler, "_dense_conv", lambda hl, name, *a, **kw: strides.__setitem__(name, kw.get("stride", 1)) or real(hl, name, *a, **kw))
+    compiler.build_pipeline(prog)
+    assert strides == {"conv2d_a": 1, "downsample_d": 2, "conv2d_g": 1, "downsample_h": p, "conv2d_hc": 1}
+    k = Kernel(prog, quiet=True)
+    rng = np.random.default_rng(8)
+    for dy, dx in PHASES[cfa][:: 1 if cfa is CFA.BAYER else 7]:
+        pat = CFAPattern(cfa, dy, dx)
+        m = rng.random((50 + dy, 77 + dx)).astype(np.float32)
         assert np.abs(k(m, pat) - run_reference(prog, m, pat)).max() <= 1e-4
 
 
