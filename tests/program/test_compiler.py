@@ -309,21 +309,32 @@ def _dense_program(cfa: CFA):
 
 @pytest.mark.parametrize("cfa", [CFA.BAYER, CFA.XTRANS])
 def test_dense_convolutions_match_reference_in_every_phase(cfa, monkeypatch):
-    from rawdemosaic.program import compiler
-
     prog = _dense_program(cfa)
     for v in prog.weights.values():
         v.setflags(write=False)  # as weights loaded by np.load or taken from torch can be
-    lowered = []
-    real = compiler._dense_conv
-    monkeypatch.setattr(compiler, "_dense_conv", lambda hl, name, *a, **kw: lowered.append(name) or real(hl, name, *a, **kw))
-    compiler.build_pipeline(prog)
+    lowered = _dense_lowerings(monkeypatch, prog)
     assert sorted(lowered) == sorted(["conv1d_f1", "conv2d_f0", "conv2d_g0", "conv2d_g1"] + (["conv1x1_h"] if cfa is CFA.XTRANS else []))
+    _matches_reference_in_phases(prog, (45, 70), seed=1)
+
+
+def _dense_lowerings(monkeypatch, prog) -> dict[str, int]:
+    """``{Func name: stride}`` of the layers :func:`build_pipeline` lowers as dense reductions."""
+    from rawdemosaic.program import compiler
+
+    seen: dict[str, int] = {}
+    real = compiler._dense_conv
+    monkeypatch.setattr(compiler, "_dense_conv", lambda hl, name, *a, **kw: seen.__setitem__(name, kw.get("stride", 1)) or real(hl, name, *a, **kw))
+    compiler.build_pipeline(prog)
+    return seen
+
+
+def _matches_reference_in_phases(prog, shape: tuple[int, int], seed: int) -> None:
+    """The compiled kernel equals the numpy reference on random mosaics in every Bayer phase, every 7th X-Trans one."""
     k = Kernel(prog, quiet=True)
-    rng = np.random.default_rng(1)
-    for dy, dx in PHASES[cfa][:: 1 if cfa is CFA.BAYER else 7]:
-        pat = CFAPattern(cfa, dy, dx)
-        m = rng.random((45 + dy, 70 + dx)).astype(np.float32)
+    rng = np.random.default_rng(seed)
+    for dy, dx in PHASES[prog.cfa][:: 1 if prog.cfa is CFA.BAYER else 7]:
+        pat = CFAPattern(prog.cfa, dy, dx)
+        m = rng.random((shape[0] + dy, shape[1] + dx)).astype(np.float32)
         assert np.abs(k(m, pat) - run_reference(prog, m, pat)).max() <= 1e-4
 
 
@@ -331,7 +342,6 @@ def test_dense_convolutions_match_reference_in_every_phase(cfa, monkeypatch):
 def test_downsample_is_a_strided_dense_reduction(cfa, monkeypatch):
     """Learned down-sampling lowers as a dense reduction with a stride, reading a dense layer directly and a
     full-resolution stack that carries the CFA phase; both match the reference in several phases."""
-    from rawdemosaic.program import compiler
     from rawdemosaic.program.graph import Node as N
     from rawdemosaic.program.graph import Program
     from rawdemosaic.program.zoo import random_weights
@@ -352,17 +362,8 @@ def test_downsample_is_a_strided_dense_reduction(cfa, monkeypatch):
         N("rgb", "ChromaInsert", ("mosaic", "green", "hc"), {"mode": "diff"}),
     )
     prog = Program(f"down_{cfa.value}", cfa, nodes, "rgb", random_weights(nodes, cfa, np.random.default_rng(7)))
-    strides = {}
-    real = compiler._dense_conv
-    monkeypatch.setattr(compiler, "_dense_conv", lambda hl, name, *a, **kw: strides.__setitem__(name, kw.get("stride", 1)) or real(hl, name, *a, **kw))
-    compiler.build_pipeline(prog)
-    assert strides == {"conv2d_a": 1, "downsample_d": 2, "conv2d_g": 1, "downsample_h": p, "conv2d_hc": 1}
-    k = Kernel(prog, quiet=True)
-    rng = np.random.default_rng(8)
-    for dy, dx in PHASES[cfa][:: 1 if cfa is CFA.BAYER else 7]:
-        pat = CFAPattern(cfa, dy, dx)
-        m = rng.random((50 + dy, 77 + dx)).astype(np.float32)
-        assert np.abs(k(m, pat) - run_reference(prog, m, pat)).max() <= 1e-4
+    assert _dense_lowerings(monkeypatch, prog) == {"conv2d_a": 1, "downsample_d": 2, "conv2d_g": 1, "downsample_h": p, "conv2d_hc": 1}
+    _matches_reference_in_phases(prog, (50, 77), seed=8)
 
 
 @pytest.mark.parametrize(
