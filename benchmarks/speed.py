@@ -129,15 +129,14 @@ def main(argv=None) -> dict:
     tasks: dict[str, tuple] = {}
     pending: list[tuple[str, tuple, dict]] = []
 
-    def task(key, fn, n, *row_args, **extra) -> bool:
+    def task(key, fn, n, *row_args, **extra) -> None:
         try:
             fn()
         except Exception as e:  # noqa: BLE001 - LibRaw's X-Trans code fails on small images
             log(f"{row_args[1]} {row_args[2]} {row_args[5]}: failed ({e}), skipped")
-            return False
+            return
         tasks[key] = (fn, n)
         pending.append((key, row_args, extra))
-        return True
 
     # ---- OpenCV
     hb, wb = shapes["bayer"]

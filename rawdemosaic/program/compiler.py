@@ -334,7 +334,7 @@ def _owned_buffer(hl: Any, a: np.ndarray, name: str) -> Any:
     return buf
 
 
-def _dense_conv(hl: Any, name: str, src: HNode, wt: np.ndarray, bias: np.ndarray, taps: list[tuple[int, int]], groups: int, shape: Shape, wd: "_Widths | None" = None, stride: int = 1) -> tuple[HNode, Any]:
+def _dense_conv(hl: Any, name: str, src: HNode, wt: np.ndarray, bias: np.ndarray, taps: list[tuple[int, int]], groups: int, shape: Shape, wd: "_Widths", stride: int = 1) -> tuple[HNode, Any]:
     """Lower a convolution as a reduction over (tap, input channel of the group), weights in a buffer;
     with ``stride`` an output sample reads input ``stride * x + tap`` (a learned down-sampling).
 
@@ -366,8 +366,7 @@ def _dense_conv(hl: Any, name: str, src: HNode, wt: np.ndarray, bias: np.ndarray
     acc[x, y, c] += w[r.x, r.y, c] * inp[stride * x + dx, stride * y + dy, ci]
     f = hl.Func(name)
     f[x, y, c] = acc[x, y, c]
-    block = _dense_block(o) if wd is None else _dense_block(o, wd.accumulators, wd.channels)
-    return HNode(f, shape, dense=(acc, r, o, *block)), stack
+    return HNode(f, shape, dense=(acc, r, o, *_dense_block(o, wd.accumulators, wd.channels))), stack
 
 
 def _carried_phase(mod: int, s_in: int, s_out: int) -> int:
@@ -489,7 +488,7 @@ def _out_modulus(program: Program) -> int:
 
 def _schedule(hl, out, copies, program, x, y, c, wd: _Widths) -> None:
     m = copies[0].out_mod  # the output inlines the first copy only
-    vec = lanes = wd.lanes
+    vec = lanes = wd.lanes  # output vectors and materialised intermediates take the same width
     ty, tx = _tile_size(program, lanes)
     assert tx % m == 0 and ty % m == 0
     L = program.lcm_scale()
