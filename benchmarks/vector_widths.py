@@ -3,9 +3,12 @@ what every target got before) against the target's own (:func:`rawdemosaic.progr
 
 With ``--blocks``: dense-convolution register blocks of up to 8 output channels (what every target got
 before) against the target's own width (4 on x86 without AVX-512, whose FMAs have no embedded broadcast).
+With ``--accumulators``: blocks of at most 8 accumulators (4 x 2 on AVX2, what it got before) against the
+target's own (4 x 3 there).
 
 Both kernels of an entry are built into throw-away caches, then timed alternately (uint16 12 MP mosaic,
-medians of 9). Prints a markdown table; usage: ``python benchmarks/vector_widths.py [--blocks] [name,name,...]``
+medians of 9). Prints a markdown table; usage:
+``python benchmarks/vector_widths.py [--blocks | --accumulators] [name,name,...]``
 (default: registry entries below 1000 ops/pixel).
 """
 
@@ -24,15 +27,21 @@ from rawdemosaic.registry import kernels
 
 def main() -> None:
     entries = {e.name: e for e in kernels(plugins=False)}
-    args = [a for a in sys.argv[1:] if a != "--blocks"]
+    args = [a for a in sys.argv[1:] if a not in ("--blocks", "--accumulators")]
     blocks = "--blocks" in sys.argv[1:]
+    accs = "--accumulators" in sys.argv[1:]
     names = args[0].split(",") if args else [n for n, e in entries.items() if e.cost < 1000]
     real = C._widths
-    before = (lambda t: real(t)._replace(channels=8)) if blocks else (lambda t: C._Widths(16, 16))
+    if accs:
+        before = lambda t: real(t)._replace(accumulators=min(8, real(t).accumulators))  # noqa: E731
+    elif blocks:
+        before = lambda t: real(t)._replace(channels=8)  # noqa: E731
+    else:
+        before = lambda t: C._Widths(16, 16)  # noqa: E731
     variants = [before, real]
     m = np.random.default_rng(0).integers(0, 65535, (3000, 3996), dtype=np.uint16)
     print(f"target {C.host_target()}: {real(C.host_target())}\n")
-    head = "8-channel blocks (before) | target blocks" if blocks else "16 lanes (before) | target widths"
+    head = "8 accumulators (before) | target's" if accs else "8-channel blocks (before) | target blocks" if blocks else "16 lanes (before) | target widths"
     print(f"| kernel | {head} | ratio |\n|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
         for n in names:

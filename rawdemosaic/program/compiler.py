@@ -123,12 +123,15 @@ def _fold(hl: Any, x: Any, lo: Any, n: Any, p: int) -> Any:
     """Halide twin of :func:`rawdemosaic.program.reference.fold_index`.
 
     The interior branch is marked ``likely`` so Halide partitions the loop: the steady state loads
-    the input densely and only the edges pay for the mirroring.
+    the input densely and only the edges pay for the mirroring. The clamp (for mosaics smaller than a
+    period's reflection) sits on the edge branches only: around the whole select it stayed in the steady
+    state, where it turned every vector load of the input into a gather.
     """
     hi = lo + n - 1
     below = x + p * (2 * ((lo - x + (p - 1)) // p) - 1)
     above = x - p * (2 * ((x - hi + (p - 1)) // p) - 1)
-    return hl.clamp(hl.select(x < lo, below, x > hi, above, hl.likely(x)), lo, hi)
+    inside = hl.unsafe_promise_clamped(hl.likely(x), lo, hi)  # true where it is selected
+    return hl.select(x < lo, hl.clamp(below, lo, hi), hl.likely(hl.select(x > hi, hl.clamp(above, lo, hi), inside)))
 
 
 # The sRGB transfer around programs trained on sRGB-encoded data (``linear_io``) runs once per input pixel
@@ -224,7 +227,11 @@ def build_pipeline(program: Program, in_dtype: str = "float32", out_dtype: str =
         out[c, x, y] = _srgb_decode(hl, rgb) if transfer else rgb
     else:  # saturates at 1: the decode may clamp first, and run as a polynomial
         val = _srgb_decode_unit(hl, rgb) if transfer else rgb
-        out[c, x, y] = hl.saturating_cast(hl.UInt(16), val * 65535.0 + 0.5)
+        # to int32 (truncating: +0.5 rounds), then saturated to uint16 by the integer pack (vpackusdw):
+        # the float clamp only keeps the conversion in int32's range, so it can be loose ([-1, 65536])
+        # and LLVM need not clamp again; an exact [0, 65535] float clamp left both clamps in the loop
+        q = hl.cast(hl.Int(32), hl.clamp(val * 65535.0 + 0.5, hl.f32(-1.0), hl.f32(65536.0)))
+        out[c, x, y] = hl.saturating_cast(hl.UInt(16), q)
 
     _schedule(hl, out, lowered, program, x, y, c, wd)
     return hl.Pipeline(out), [inp]
@@ -428,13 +435,17 @@ class _Widths(NamedTuple):
     ``lanes``: float32 lanes of a vector (16 with AVX-512, 8 with AVX2, 4 with SSE and NEON); the output
     takes one lane per period-tile, so a vector covers ``lanes * period`` pixels of a row, and
     materialised intermediates are vectorised likewise. ``accumulators``: vectors a dense convolution's
-    register block keeps live, half the vector registers (32 with AVX-512 and on 64-bit ARM, else 16).
+    register block keeps live, half the vector registers (32 with AVX-512 and on 64-bit ARM, else 16),
+    or 12 of x86's 16 where the weights need registers of their own (below).
     A 16-lane schedule on AVX2 needs twice the registers it has and spills: learned kernels ran 1.5 to
     2.2x slower than with 8 lanes and 8 accumulators (2-core Zen 3, 12 MP, same run). ``channels``: the
     most output channels a block spans. Each weight of the block is broadcast to a vector: AVX-512 and
     NEON fold that into the multiply-add (an embedded broadcast, a by-element FMA), AVX2 and SSE spend a
     load on it, so there a 4 x 2 block (6 loads per 8 FMAs) beats 8 x 1 (9): Bayer kernels of 226 to
     5781 ops/pixel ran 3 to 17% faster, X-Trans ones -3 to +10% (same machine, interleaved medians).
+    A 4 x 3 block (7 loads per 12 FMAs, and 12 independent FMA chains to cover the latency) fills all 16
+    registers with the 3 input vectors and the broadcast weight, and beat 4 x 2 by 2 to 18% on every
+    learned kernel there (``benchmarks/vector_widths.py --accumulators``).
     """
 
     lanes: int
@@ -449,7 +460,9 @@ def _widths(target: str) -> _Widths:
     lanes = max(4, min(16, t.natural_vector_size(hl.Float(32))))
     regs = 32 if t.has_feature(hl.TargetFeature.AVX512) or (t.arch == hl.TargetArch.ARM and t.bits == 64) else 16
     broadcast_fma = t.arch != hl.TargetArch.X86 or t.has_feature(hl.TargetFeature.AVX512)
-    return _Widths(lanes, regs // 2, 8 if broadcast_fma else 4)
+    if broadcast_fma:
+        return _Widths(lanes, regs // 2, 8)
+    return _Widths(lanes, 12, 4)  # 4 x 3 block: 12 accumulators + 3 input vectors + 1 broadcast weight
 
 
 def tile_size(program: Program, target: str | None = None) -> tuple[int, int]:

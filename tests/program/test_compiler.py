@@ -370,8 +370,8 @@ def test_downsample_is_a_strided_dense_reduction(cfa, monkeypatch):
     ("target", "lanes", "accumulators", "channels", "block24"),
     [
         ("x86-64-linux-avx-avx2-avx512-avx512_skylake-f16c-fma-sse41", 16, 16, 8, (8, 2)),
-        ("x86-64-linux-avx-avx2-f16c-fma-sse41", 8, 8, 4, (4, 2)),
-        ("x86-64-linux-sse41", 4, 8, 4, (4, 2)),
+        ("x86-64-linux-avx-avx2-f16c-fma-sse41", 8, 12, 4, (4, 3)),
+        ("x86-64-linux-sse41", 4, 12, 4, (4, 3)),
         ("arm-64-linux", 4, 16, 8, (8, 2)),
         ("arm-32-linux", 4, 8, 8, (8, 1)),
     ],
