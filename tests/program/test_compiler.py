@@ -318,12 +318,13 @@ def test_dense_convolutions_match_reference_in_every_phase(cfa, monkeypatch):
 
 
 def _dense_lowerings(monkeypatch, prog) -> dict[str, int]:
-    """``{Func name: stride}`` of the layers :func:`build_pipeline` lowers as dense reductions."""
+    """``{Func name: stride}`` of the layers :func:`build_pipeline` lowers as dense reductions (direct or Winograd)."""
     from rawdemosaic.program import compiler
 
     seen: dict[str, int] = {}
-    real = compiler._dense_conv
+    real, wino = compiler._dense_conv, compiler._winograd_conv
     monkeypatch.setattr(compiler, "_dense_conv", lambda hl, name, *a, **kw: seen.__setitem__(name, kw.get("stride", 1)) or real(hl, name, *a, **kw))
+    monkeypatch.setattr(compiler, "_winograd_conv", lambda hl, name, *a, **kw: seen.__setitem__(name, 1) or wino(hl, name, *a, **kw))
     compiler.build_pipeline(prog)
     return seen
 
@@ -364,6 +365,62 @@ def test_downsample_is_a_strided_dense_reduction(cfa, monkeypatch):
     prog = Program(f"down_{cfa.value}", cfa, nodes, "rgb", random_weights(nodes, cfa, np.random.default_rng(7)))
     assert _dense_lowerings(monkeypatch, prog) == {"conv2d_a": 1, "downsample_d": 2, "conv2d_g": 1, "downsample_h": p, "conv2d_hc": 1}
     _matches_reference_in_phases(prog, (50, 77), seed=8)
+
+
+@pytest.mark.parametrize("cfa", [CFA.BAYER, CFA.XTRANS])
+def test_wide_3x3_layers_lower_as_winograd(cfa, monkeypatch):
+    """Ungrouped 3x3 layers wide enough to gain lower as Winograd F(2x2, 3x3): reading a dense layer, a
+    materialised grouped one (Tuple blocks) and a full-resolution layer that carries the CFA phase; narrow
+    ones (Bayer's 4 -> 16 and 16 -> 4) stay direct. All match the reference in several phases on odd sizes."""
+    from rawdemosaic.program import compiler
+    from rawdemosaic.program.graph import Node as N
+    from rawdemosaic.program.graph import Program
+    from rawdemosaic.program.zoo import random_weights
+
+    pp = cfa.period**2
+    nodes = (
+        N("mosaic", "Input"),
+        N("packed", "Pack", ("mosaic",)),
+        N("a", "Conv2D", ("packed",), {"out_channels": 16}),  # p^2 inputs: wide enough for X-Trans only
+        N("ar", "ReLU", ("a",)),
+        N("b", "Conv2D", ("ar",), {"out_channels": 16}),  # reads a dense layer
+        N("h", "Conv1x1", ("b",), {"out_channels": 16, "groups": 4}),  # grouped: Tuple blocks
+        N("hw", "Conv2D", ("h",), {"out_channels": 16, "bias": False}),
+        N("g", "Conv2D", ("hw",), {"out_channels": pp}),  # p^2 outputs: narrow for Bayer
+        N("green", "GreenInsert", ("mosaic", "g")),
+        N("s", "Stack", ("green", "mosaic")),
+        N("e", "Conv1x1", ("s",), {"out_channels": 8}),  # full resolution, carries the phase
+        N("ew", "Conv2D", ("e",), {"out_channels": 16}),
+        N("ec", "Conv1x1", ("ew",), {"out_channels": 2}),
+        N("rgb", "ChromaInsert", ("mosaic", "green", "ec"), {"mode": "diff"}),
+    )
+    prog = Program(f"wino_{cfa.value}", cfa, nodes, "rgb", random_weights(nodes, cfa, np.random.default_rng(9)))
+    seen: list[str] = []
+    real = compiler._winograd_conv
+    monkeypatch.setattr(compiler, "_winograd_conv", lambda hl, name, *a, **kw: seen.append(name) or real(hl, name, *a, **kw))
+    compiler.build_pipeline(prog)
+    xtrans = cfa is CFA.XTRANS
+    assert seen == ["conv2d_a"] * xtrans + ["conv2d_b", "conv2d_hw"] + ["conv2d_g"] * xtrans + ["conv2d_ew"]
+    _matches_reference_in_phases(prog, (45, 67), seed=10)
+
+
+def test_winograd_weights_give_the_direct_convolution():
+    """The transformed weights and the input and output transforms reproduce a 3x3 correlation exactly
+    (float64 algebra on one 4x4 block)."""
+    from rawdemosaic.program.compiler import _at, _bt, _winograd_weights
+
+    rng = np.random.default_rng(0)
+    g, d = rng.standard_normal((1, 1, 9)), rng.standard_normal((4, 4))  # d[i][j]: i along x, j along y
+    u = _winograd_weights(g)[0, 0].astype(np.float64)
+    cols = [_bt(list(d[i])) for i in range(4)]
+    vt = [_bt([cols[i][bb] for i in range(4)]) for bb in range(4)]
+    rows = [_at([u[a + 4 * bb] * vt[bb][a] for a in range(4)]) for bb in range(4)]
+    blocks = [_at([rows[bb][uu] for bb in range(4)]) for uu in range(2)]
+    w = g.reshape(3, 3)  # [ky, kx], taps (dy, dx) row-major
+    for uu in range(2):
+        for vv in range(2):
+            direct = sum(w[ky + 1, kx + 1] * d[uu + 1 + kx, vv + 1 + ky] for ky in (-1, 0, 1) for kx in (-1, 0, 1))
+            assert blocks[uu][vv] == pytest.approx(direct, abs=1e-5)
 
 
 @pytest.mark.parametrize(
