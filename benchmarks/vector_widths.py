@@ -4,11 +4,12 @@ what every target got before) against the target's own (:func:`rawdemosaic.progr
 With ``--blocks``: dense-convolution register blocks of up to 8 output channels (what every target got
 before) against the target's own width (4 on x86 without AVX-512, whose FMAs have no embedded broadcast).
 With ``--accumulators``: blocks of at most 8 accumulators (4 x 2 on AVX2, what it got before) against the
-target's own (4 x 3 there).
+target's own (4 x 3 there). With ``--winograd``: every 3x3 layer as a direct reduction (before) against
+Winograd F(2x2, 3x3) where it is worthwhile (:func:`rawdemosaic.program.compiler._winograd_worthwhile`).
 
 Both kernels of an entry are built into throw-away caches, then timed alternately (uint16 12 MP mosaic,
 medians of 9). Prints a markdown table; usage:
-``python benchmarks/vector_widths.py [--blocks | --accumulators] [name,name,...]``
+``python benchmarks/vector_widths.py [--blocks | --accumulators | --winograd] [name,name,...]``
 (default: registry entries below 1000 ops/pixel).
 """
 
@@ -27,12 +28,14 @@ from rawdemosaic.registry import kernels
 
 def main() -> None:
     entries = {e.name: e for e in kernels(plugins=False)}
-    args = [a for a in sys.argv[1:] if a not in ("--blocks", "--accumulators")]
-    blocks = "--blocks" in sys.argv[1:]
-    accs = "--accumulators" in sys.argv[1:]
+    flags = ("--blocks", "--accumulators", "--winograd")
+    args = [a for a in sys.argv[1:] if a not in flags]
+    blocks, accs, wino = (f in sys.argv[1:] for f in flags)
     names = args[0].split(",") if args else [n for n, e in entries.items() if e.cost < 1000]
-    real = C._widths
-    if accs:
+    real, real_wino = C._widths, C._winograd_worthwhile
+    if wino:
+        before = real
+    elif accs:
         before = lambda t: real(t)._replace(accumulators=min(8, real(t).accumulators))  # noqa: E731
     elif blocks:
         before = lambda t: real(t)._replace(channels=8)  # noqa: E731
@@ -41,7 +44,7 @@ def main() -> None:
     variants = [before, real]
     m = np.random.default_rng(0).integers(0, 65535, (3000, 3996), dtype=np.uint16)
     print(f"target {C.host_target()}: {real(C.host_target())}\n")
-    head = "8 accumulators (before) | target's" if accs else "8-channel blocks (before) | target blocks" if blocks else "16 lanes (before) | target widths"
+    head = "direct 3x3 (before) | Winograd" if wino else "8 accumulators (before) | target's" if accs else "8-channel blocks (before) | target blocks" if blocks else "16 lanes (before) | target widths"
     print(f"| kernel | {head} | ratio |\n|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
         for n in names:
@@ -50,12 +53,14 @@ def main() -> None:
             for i, fn in enumerate(variants):
                 os.environ["RAWDEMOSAIC_CACHE"] = os.path.join(tmp, f"{n}-{i}")
                 C._widths = fn
+                if wino and i == 0:
+                    C._winograd_worthwhile = lambda *a: False
                 try:
                     k = C.Kernel(prog, "uint16", "uint16", quiet=True)
                     k._load()
                     k(m)
                 finally:
-                    C._widths = real
+                    C._widths, C._winograd_worthwhile = real, real_wino
                 ks.append(k)
             ts: list[list[float]] = [[] for _ in ks]
             for _ in range(9):

@@ -285,7 +285,7 @@ def _lower_graph(hl: Any, program: Program, inp: Any, in_dtype: str, transfer: b
         if form is not None and _dense_worthwhile(form[0]):
             (src,) = n.inputs
             stride = form[4] if len(form) > 4 else 1  # a strided form: Downsample
-            if stride == 1 and _winograd_worthwhile(*form[:4]):
+            if stride == 1 and _winograd_worthwhile(*form[:4], scale=shapes[n.id].scale):
                 node, stack = _winograd_conv(hl, name, nodes[src], *form[:4], shapes[n.id], wd)
             else:
                 node, stack = _dense_conv(hl, name, nodes[src], *form[:4], shapes[n.id], wd, stride=stride)
@@ -390,18 +390,22 @@ def _dense_input(hl: Any, name: str, src: HNode, cin: int) -> tuple[Any, Any]:
 _WINOGRAD_G = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])
 _TAPS_3X3 = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]  # Conv2D's order, kernel 3, dilation 1
 _WINOGRAD_MIN_GAIN = 1.25  # modelled operations saved, below which the direct reduction stays
+_WINOGRAD_MAX_SCALE = 2  # coarsest grid (pixels per sample) where it was measured to pay
 
 
-def _winograd_worthwhile(wt: np.ndarray, bias: np.ndarray, taps: list[tuple[int, int]], groups: int) -> bool:
-    """Whether an ungrouped 3x3 layer runs as Winograd F(2x2, 3x3).
+def _winograd_worthwhile(wt: np.ndarray, bias: np.ndarray, taps: list[tuple[int, int]], groups: int, scale: int = 1) -> bool:
+    """Whether an ungrouped 3x3 layer on a grid of ``scale`` runs as Winograd F(2x2, 3x3).
 
     Per 2x2 block of outputs, O outputs and C inputs: 36 O C multiply-adds directly; 16 O C products plus
     the transforms (about 80 C for the input, 16 O stores of the products and 40 O for the output), so
     narrow layers gain nothing: the 4 -> 16 and 4 -> 24 input layers of the registry model at 1.0 to
     1.1, the 16 -> 16 and 8 -> 16 ones at 1.5 and 1.3 (measured 1.32x and 1.27x, Halide profile, AVX2).
+    On the X-Trans programs' grid of a third of the resolution the layers ran 5 to 6% slower as Winograd
+    (12 to 24 channels; ``benchmarks/vector_widths.py --winograd``): its tile rows are short, and half of
+    that, rounded up to whole register blocks, wastes a large part of each row.
     """
     o, cin, _ = wt.shape
-    if groups != 1 or [tuple(t) for t in taps] != _TAPS_3X3:
+    if groups != 1 or [tuple(t) for t in taps] != _TAPS_3X3 or scale > _WINOGRAD_MAX_SCALE:
         return False
     return 36 * o * cin >= _WINOGRAD_MIN_GAIN * (16 * o * cin + 56 * o + 80 * cin)
 

@@ -369,9 +369,10 @@ def test_downsample_is_a_strided_dense_reduction(cfa, monkeypatch):
 
 @pytest.mark.parametrize("cfa", [CFA.BAYER, CFA.XTRANS])
 def test_wide_3x3_layers_lower_as_winograd(cfa, monkeypatch):
-    """Ungrouped 3x3 layers wide enough to gain lower as Winograd F(2x2, 3x3): reading a dense layer, a
-    materialised grouped one (Tuple blocks) and a full-resolution layer that carries the CFA phase; narrow
-    ones (Bayer's 4 -> 16 and 16 -> 4) stay direct. All match the reference in several phases on odd sizes."""
+    """Ungrouped 3x3 layers wide enough to gain lower as Winograd F(2x2, 3x3) on grids of at most half the
+    resolution: reading a dense layer, a materialised grouped one (Tuple blocks) and a full-resolution layer
+    that carries the CFA phase; narrow ones (Bayer's 4 -> 16 and 16 -> 4) and X-Trans packed ones stay
+    direct. All match the reference in several phases on odd sizes."""
     from rawdemosaic.program import compiler
     from rawdemosaic.program.graph import Node as N
     from rawdemosaic.program.graph import Program
@@ -381,12 +382,12 @@ def test_wide_3x3_layers_lower_as_winograd(cfa, monkeypatch):
     nodes = (
         N("mosaic", "Input"),
         N("packed", "Pack", ("mosaic",)),
-        N("a", "Conv2D", ("packed",), {"out_channels": 16}),  # p^2 inputs: wide enough for X-Trans only
+        N("a", "Conv2D", ("packed",), {"out_channels": 16}),  # p^2 inputs
         N("ar", "ReLU", ("a",)),
         N("b", "Conv2D", ("ar",), {"out_channels": 16}),  # reads a dense layer
         N("h", "Conv1x1", ("b",), {"out_channels": 16, "groups": 4}),  # grouped: Tuple blocks
         N("hw", "Conv2D", ("h",), {"out_channels": 16, "bias": False}),
-        N("g", "Conv2D", ("hw",), {"out_channels": pp}),  # p^2 outputs: narrow for Bayer
+        N("g", "Conv2D", ("hw",), {"out_channels": pp}),  # p^2 outputs
         N("green", "GreenInsert", ("mosaic", "g")),
         N("s", "Stack", ("green", "mosaic")),
         N("e", "Conv1x1", ("s",), {"out_channels": 8}),  # full resolution, carries the phase
@@ -399,8 +400,8 @@ def test_wide_3x3_layers_lower_as_winograd(cfa, monkeypatch):
     real = compiler._winograd_conv
     monkeypatch.setattr(compiler, "_winograd_conv", lambda hl, name, *a, **kw: seen.append(name) or real(hl, name, *a, **kw))
     compiler.build_pipeline(prog)
-    xtrans = cfa is CFA.XTRANS
-    assert seen == ["conv2d_a"] * xtrans + ["conv2d_b", "conv2d_hw"] + ["conv2d_g"] * xtrans + ["conv2d_ew"]
+    packed = ["conv2d_b", "conv2d_hw"] if cfa is CFA.BAYER else []  # X-Trans packs to a sixth: direct there
+    assert seen == [*packed, "conv2d_ew"]
     _matches_reference_in_phases(prog, (45, 67), seed=10)
 
 
