@@ -543,8 +543,8 @@ class _Widths(NamedTuple):
     load on it, so there a 4 x 2 block (6 loads per 8 FMAs) beats 8 x 1 (9): Bayer kernels of 226 to
     5781 ops/pixel ran 3 to 17% faster, X-Trans ones -3 to +10% (same machine, interleaved medians).
     A 4 x 3 block (7 loads per 12 FMAs, and 12 independent FMA chains to cover the latency) fills all 16
-    registers with the 3 input vectors and the broadcast weight, and beat 4 x 2 by 2 to 18% on every
-    learned kernel there (``benchmarks/vector_widths.py --accumulators``).
+    registers with the 3 input vectors and the broadcast weight: X-Trans kernels ran 8 to 9% faster than
+    with 4 x 2, Bayer ones the same (``benchmarks/vector_widths.py --accumulators``, alternating runs).
     """
 
     lanes: int
