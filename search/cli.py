@@ -6,6 +6,8 @@ Subcommands::
     resume  DIR [--ray-address ADDR]
     export  DIR [--into DIR] [--top N | --ids ID ...] [--steps N] [--sets kodak24 mcmaster18] [--limit N]
             [--set KEY=VALUE ...] [--trained DIR [--train-only]] [--jobs N]
+    prune   ENTRY --keep NODE=N ... [--models DIR] [--into DIR] [--name NAME] [--steps N] [--set KEY=VALUE ...]
+            [--sets kodak24 mcmaster18] [--limit N] [--trained DIR [--train-only]]
     report  [--models DIR] [--runs DIR ...] --out front.png
 
 ``--config`` takes a TOML path or the name of a packaged config (``smoke``, ``bayer``, ``xtrans``).
@@ -13,6 +15,8 @@ Subcommands::
 adds them to the registry in ``--into`` (default: the registry the runtime uses, ``$RAWDEMOSAIC_MODELS``
 or ``models/``); entries it does not replace are kept. Point the runtime at another registry with
 ``RAWDEMOSAIC_MODELS=DIR`` or ``rawdemosaic ... --models DIR``.
+``prune`` narrows a searched entry's convolutions (:mod:`.channels`), fine-tunes it with the training
+settings of the run recorded in its provenance and adds it as a new entry (``<entry>_p<cost>``).
 """
 
 from __future__ import annotations
@@ -24,7 +28,9 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-__all__ = ["main", "config_path", "export_run", "parse_overrides"]
+from ..errors import RawDemosaicError
+
+__all__ = ["main", "config_path", "export_run", "prune_entry", "parse_overrides"]
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
@@ -190,23 +196,116 @@ def export_run(run_dir: str | Path, into: str | Path | None = None, top: int | N
             (prog.with_ensemble(n, name=f"{name}_x{n}"), {**run_info, "ensemble": n, "ensemble_of": name}) for n in ensemble
         ]
         for vprog, vinfo in variants:
-            q = None
-            if limit:
-                from .export import measure_quality
-
-                q0 = measure_quality(vprog, sets, images=images, validation=False)
-                q = {(f"{k.split('_')[0]}@{limit}" + ("_linear" if k.endswith("_linear") else "")): v for k, v in q0.items()}
+            q = _limited_quality(vprog, sets, images, limit) if limit else None
             info = export_entry(vprog, vinfo, into, sets, quality=q)
             written.append(info)
             if not quiet:
                 print(f"exported {info.name}: cost {info.cost:g}, " + ", ".join(f"{k} {v:.2f}" for k, v in info.quality.items()))
     if prune and not limit:
-        from ..registry import prune_dominated
-
-        dropped = set(prune_dominated(into))
-        if dropped and not quiet:
-            print("export: dropped (a cheaper entry is as good on some test set): " + ", ".join(sorted(dropped)))
+        dropped = _prune_front(into, quiet, "export")
         written = [w for w in written if w.name not in dropped]
+    return written
+
+
+def _limited_quality(prog, sets: Sequence[str], images: dict, limit: int) -> dict:
+    """Quality on the first ``limit`` images of each set, under names that say so (``kodak24@2``)."""
+    from .export import measure_quality
+
+    q0 = measure_quality(prog, sets, images=images, validation=False)
+    return {(f"{k.split('_')[0]}@{limit}" + ("_linear" if k.endswith("_linear") else "")): v for k, v in q0.items()}
+
+
+def _prune_front(into: Path, quiet: bool, cmd: str) -> set:
+    """Drop dominated entries of the registry ``into`` (:func:`rawdemosaic.registry.prune_dominated`)."""
+    from ..registry import prune_dominated
+
+    dropped = set(prune_dominated(into))
+    if dropped and not quiet:
+        print(f"{cmd}: dropped (a cheaper entry is as good on some test set): " + ", ".join(sorted(dropped)))
+    return dropped
+
+
+def prune_entry(entry: str, keep: dict, models: str | Path | None = None, into: str | Path | None = None, name: str | None = None, steps: int | None = None, sets: Sequence[str] | None = None, limit: int | None = None, overrides: dict | None = None, trainer=None, trained_dir: str | Path | None = None, train_only: bool = False, quiet: bool = False, prune: bool = True):
+    """Prune channels of the searched registry entry ``entry`` and fine-tune it into a new entry.
+
+    ``keep`` maps convolution node ids to the output channels they keep
+    (:func:`rawdemosaic.search.channels.prune_channels`). The fine-tuning is a full training
+    (:func:`rawdemosaic.search.train.full_train`, from the pruned weights) with the ``[train]`` and
+    ``[export]`` settings of the run config recorded in the entry's provenance, ``overrides`` replacing keys
+    of ``[export]`` (``steps``, ``lr``, ``batch``, ...). The new entry's provenance is the parent's plus what
+    was pruned and how it was fine-tuned; ``trained_dir`` keeps the fine-tuned program (``<name>.json``) and
+    reuses it, like :func:`export_run`. Returns the written :class:`~rawdemosaic.registry.KernelInfo`
+    (``None`` with ``train_only``, or when the registry's pruning to a monotone front dropped it).
+    """
+    import tomllib
+
+    from ..program.graph import Program
+    from ..registry import default_models_dir, load_registry
+    from . import evolve as E
+    from . import space as S
+    from .channels import prune_channels
+
+    src = Path(models) if models is not None else default_models_dir()
+    infos = {e.name: e for e in load_registry(src)}
+    if entry not in infos:
+        raise ValueError(f"{src}: no registry entry {entry!r}")
+    info = infos[entry]
+    prov = dict(info.provenance or {})
+    if "config" not in prov:
+        raise ValueError(f"{entry}: its provenance records no search config (only searched entries are pruned)")
+    config = E.load_config(text=prov["config"])
+    overrides = dict(overrides or {})
+    ec = {**config["export"], **overrides}
+    tcfg = {**config["train"], **{k: ec[k] for k in _EXPORT_TRAIN_KEYS if k in ec}}
+    tcfg["steps"] = int(steps if steps is not None else ec["steps"])
+    seed = int(prov.get("seed", config["search"]["seed"]))
+    parent = info.program()
+    pruned = prune_channels(parent, keep)
+    name = name or f"{entry}_p{int(round(pruned.cost()))}"
+    tfile = Path(trained_dir) / f"{name}.json" if trained_dir is not None else None
+    if tfile is not None and tfile.exists():
+        prog = Program.load(tfile)
+        if S.structural_hash(prog) != S.structural_hash(pruned):
+            raise ValueError(f"{tfile}: not {entry} pruned to {keep} (another program)")
+        if not quiet:
+            print(f"prune: fine-tuned program from {tfile}")
+    else:
+        trainer = trainer or FullTrainer(tcfg, parent.cfa, seed)
+        prog, psnr = trainer(pruned, seed * 1_000_003 + 900_000, None)
+        if not math.isfinite(psnr):
+            raise ValueError(f"{entry}: fine-tuning the pruned program diverged")
+        prog = Program(prog.name, prog.cfa, prog.nodes, prog.output, prog.weights, {**prog.meta, "pruned": pruned.meta["pruned"], "full_train": {"val_psnr": psnr, **prog.meta.get("full_train", {}), "overrides": overrides}})
+        if tfile is not None:
+            prog.save(tfile)
+    if train_only:
+        return None
+    from .export import export_entry
+
+    ft = prog.meta.get("full_train", {})
+    prog = Program(name, prog.cfa, prog.nodes, prog.output, prog.weights, {"description": f"{info.description.rstrip('.')}; channels pruned to {keep} and fine-tuned"})
+    prog = prog.with_domain(parent.domain)
+    run_info = {k: v for k, v in prov.items() if k not in ("source", "digest", "export_overrides", "full_train_device", "full_train_val_psnr", "full_train_steps", "search_val_psnr")}
+    run_info.update({
+        "pruned_from": entry,
+        "pruned_from_digest": prov.get("digest") or parent.digest(),
+        "keep": dict(keep),
+        "kept_channels": pruned.meta["pruned"],
+        "finetune": {"steps": tcfg["steps"], "lr": tcfg["lr"], "batch": tcfg["batch"], "count": tcfg.get("count"), "loss": tcfg.get("loss", "l2"), "seed": seed, "overrides": overrides},
+        "full_train_val_psnr": ft.get("val_psnr"),
+        "full_train_device": ft.get("device"),
+    })
+    q = None
+    sets = list(sets if sets is not None else ec["sets"])
+    if limit:
+        from ..evaluate import TEST_SETS, load_images
+
+        q = _limited_quality(prog, sets, {k: load_images(TEST_SETS.get(k, k), limit=int(limit)) for k in sets}, int(limit))
+    into = Path(into) if into is not None else src
+    written = export_entry(prog, run_info, into, sets, quality=q)
+    if not quiet:
+        print(f"pruned {entry} ({parent.cost():g} ops/pixel) to {written.name}: cost {written.cost:g}, " + ", ".join(f"{k} {v:.2f}" for k, v in written.quality.items()))
+    if prune and not limit and written.name in _prune_front(into, quiet, "prune"):
+        return None
     return written
 
 
@@ -267,6 +366,19 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--jobs", type=int, default=1, help="train this many finalists in parallel processes")
     e.add_argument("--ensemble", type=int, nargs="+", default=[], choices=(2, 4), help="also write each finalist averaged over this many reflections of the mosaic (<name>_x<n>)")
     e.add_argument("--quiet", action="store_true")
+    q = sub.add_parser("prune", help="prune channels of a searched entry, fine-tune it and add it to the registry")
+    q.add_argument("entry", help="registry entry name")
+    q.add_argument("--keep", nargs="+", required=True, metavar="NODE=N", help="output channels each convolution node keeps")
+    q.add_argument("--models", default=None, help="registry holding the entry (default: the runtime's)")
+    q.add_argument("--into", default=None, help="registry to add the pruned entry to (default: --models)")
+    q.add_argument("--name", default=None, help="name of the new entry (default: <entry>_p<cost>)")
+    q.add_argument("--steps", type=int, default=None, help="fine-tuning steps (default: the run config's [export] steps)")
+    q.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a key of the run config's [export] table (lr, batch, count, ...)")
+    q.add_argument("--sets", nargs="+", default=None)
+    q.add_argument("--limit", type=int, default=None, help="measure on the first N images of each set only")
+    q.add_argument("--trained", default=None, metavar="DIR", help="save the fine-tuned program here, and reuse it when present")
+    q.add_argument("--train-only", action="store_true", help="stop after fine-tuning (needs --trained)")
+    q.add_argument("--quiet", action="store_true")
     p = sub.add_parser("report", help="plot the cost/quality front (PNG)")
     p.add_argument("--models", default=None, help="registry directory (default: the runtime's)")
     p.add_argument("--runs", nargs="*", default=[], help="run directories whose search fronts to add")
@@ -297,12 +409,27 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"trained finalists in {args.trained}")
             else:
                 print(f"{len(written)} entr{'y' if len(written) == 1 else 'ies'} written")
+        elif args.cmd == "prune":
+            if args.train_only and not args.trained:
+                raise ValueError("--train-only needs --trained DIR (where the fine-tuned program goes)")
+            keep = {}
+            for it in args.keep:
+                k, sep, v = it.partition("=")
+                if not sep or not v.strip().isdigit():
+                    raise ValueError(f"--keep {it!r}: expected NODE=CHANNELS")
+                keep[k.strip()] = int(v)
+            info = prune_entry(args.entry, keep, models=args.models, into=args.into, name=args.name, steps=args.steps, sets=args.sets, limit=args.limit,
+                               overrides=parse_overrides(args.overrides), trained_dir=args.trained, train_only=args.train_only, quiet=args.quiet)
+            if args.train_only:
+                print(f"fine-tuned program in {args.trained}")
+            elif info is None:
+                print("no entry written (dominated by a cheaper entry)")
         elif args.cmd == "report":
             from .report import plot_front
 
             out = plot_front(args.out, models=args.models, runs=args.runs, quality_set=args.set)
             print(out)
-    except (FileNotFoundError, FileExistsError, ValueError) as e:
+    except (FileNotFoundError, FileExistsError, ValueError, RawDemosaicError) as e:
         print(f"rawdemosaic search: error: {e}", file=sys.stderr)
         return 2
     return 0
