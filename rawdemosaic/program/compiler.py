@@ -268,6 +268,7 @@ def _lower_graph(hl: Any, program: Program, inp: Any, in_dtype: str, transfer: b
         mosaic[x, y, c] = norm(ext[x, y, c])  # inlined: converted where it is read
 
     inline = _read_once(program)
+    relu_only = _relu_only_readers(program)
     nodes: dict[str, HNode] = {}
     heavy: list[tuple[HNode, int]] = []  # materialised funcs and their phase modulus
     stacks: list[tuple[Any, int, int]] = []  # dense convolutions' materialised inputs: (func, modulus, channels)
@@ -275,6 +276,8 @@ def _lower_graph(hl: Any, program: Program, inp: Any, in_dtype: str, transfer: b
     for n in program.live_nodes():
         op = get_op(n.op)
         params = program.params(n)
+        if n.id in nodes:  # a ReLU folded into the dense layer it reads
+            continue
         if n.op == "Input":
             nodes[n.id] = HNode(mosaic, Shape(1, 1))
             phase[n.id] = 1
@@ -285,10 +288,14 @@ def _lower_graph(hl: Any, program: Program, inp: Any, in_dtype: str, transfer: b
         if form is not None and _dense_worthwhile(form[0]):
             (src,) = n.inputs
             stride = form[4] if len(form) > 4 else 1  # a strided form: Downsample
+            relu = n.id in relu_only  # stores max(., 0): its ReLU reads it as it is, with no copy in between
             if stride == 1 and _winograd_worthwhile(*form[:4], scale=shapes[n.id].scale):
-                node, stack = _winograd_conv(hl, name, nodes[src], *form[:4], shapes[n.id], wd)
+                node, stack = _winograd_conv(hl, name, nodes[src], *form[:4], shapes[n.id], wd, relu=relu)
             else:
-                node, stack = _dense_conv(hl, name, nodes[src], *form[:4], shapes[n.id], wd, stride=stride)
+                node, stack = _dense_conv(hl, name, nodes[src], *form[:4], shapes[n.id], wd, stride=stride, relu=relu)
+            if relu:
+                nodes[relu_only[n.id]] = node
+                phase[relu_only[n.id]] = 1
             if stack is not None:  # the input, materialised on its own grid with the phase its expression carries
                 stacks.append((stack, phase[src], shapes[src].channels))
             nodes[n.id] = node
@@ -344,9 +351,10 @@ def _owned_buffer(hl: Any, a: np.ndarray, name: str) -> Any:
     return buf
 
 
-def _dense_conv(hl: Any, name: str, src: HNode, wt: np.ndarray, bias: np.ndarray, taps: list[tuple[int, int]], groups: int, shape: Shape, wd: "_Widths", stride: int = 1) -> tuple[HNode, Any]:
+def _dense_conv(hl: Any, name: str, src: HNode, wt: np.ndarray, bias: np.ndarray, taps: list[tuple[int, int]], groups: int, shape: Shape, wd: "_Widths", stride: int = 1, relu: bool = False) -> tuple[HNode, Any]:
     """Lower a convolution as a reduction over (tap, input channel of the group), weights in a buffer;
-    with ``stride`` an output sample reads input ``stride * x + tap`` (a learned down-sampling).
+    with ``stride`` an output sample reads input ``stride * x + tap`` (a learned down-sampling), with
+    ``relu`` the layer stores ``max(., 0)`` (:func:`_relu_only_readers`).
 
     Returns the node (one Func over ``(x, y, c)``, ``c`` stored) and the Func materialising its input
     (``None`` when the input is itself a dense convolution's output). The schedule (:func:`_schedule`)
@@ -368,8 +376,22 @@ def _dense_conv(hl: Any, name: str, src: HNode, wt: np.ndarray, bias: np.ndarray
     ci = r.y if groups == 1 else (c // (o // groups)) * cin_g + r.y  # the output's group's inputs
     acc[x, y, c] += w[r.x, r.y, c] * inp[stride * x + dx, stride * y + dy, ci]
     f = hl.Func(name)
-    f[x, y, c] = acc[x, y, c]
+    f[x, y, c] = hl.max(acc[x, y, c], 0.0) if relu else acc[x, y, c]
     return HNode(f, shape, dense=(acc, r, o, *_dense_block(o, wd.accumulators, wd.channels))), stack
+
+
+def _relu_only_readers(program: Program) -> dict[str, str]:
+    """``{layer: its ReLU}`` for the layers whose only reader is a ReLU (not the output): the dense lowering
+    stores the rectified value, and the layers after the ReLU read it without materialising a copy."""
+    readers: dict[str, list[str]] = {}
+    for n in program.live_nodes():
+        for i in n.inputs:
+            readers.setdefault(i, []).append(n.id)
+    out = {}
+    for n in program.live_nodes():
+        if n.op == "ReLU" and n.id != program.output and readers.get(n.inputs[0]) == [n.id]:
+            out[n.inputs[0]] = n.id
+    return out
 
 
 def _dense_input(hl: Any, name: str, src: HNode, cin: int) -> tuple[Any, Any]:
@@ -440,14 +462,14 @@ class _Winograd(NamedTuple):
     u: int
 
 
-def _winograd_conv(hl: Any, name: str, src: HNode, wt: np.ndarray, bias: np.ndarray, taps: list[tuple[int, int]], groups: int, shape: Shape, wd: "_Widths") -> tuple[HNode, Any]:
+def _winograd_conv(hl: Any, name: str, src: HNode, wt: np.ndarray, bias: np.ndarray, taps: list[tuple[int, int]], groups: int, shape: Shape, wd: "_Widths", relu: bool = False) -> tuple[HNode, Any]:
     """Lower a 3x3 convolution as Winograd F(2x2, 3x3) on 2x2 blocks of its output.
 
     ``v[X, Y, c, k]`` is the input transform of the 4x4 input block of output block ``(X, Y)``; the
     products ``m[X, Y, o, k] = sum_c U[k, c, o] v[X, Y, c, k]`` are 16 independent dense reductions
     (register-blocked like :func:`_dense_conv`), and the output transform reads ``m`` at ``(x // 2, y // 2)``
-    in the output's phase ``(x % 2, y % 2)``. Returns the node (``c`` stored, like a dense layer) and the
-    Func materialising its input, as :func:`_dense_conv`.
+    in the output's phase ``(x % 2, y % 2)``. Returns the node (``c`` stored, like a dense layer; rectified
+    with ``relu``) and the Func materialising its input, as :func:`_dense_conv`.
     """
     x, y, c, k = hl.Var("x"), hl.Var("y"), hl.Var("c"), hl.Var("k")
     o, cin, _ = wt.shape
@@ -470,7 +492,8 @@ def _winograd_conv(hl: Any, name: str, src: HNode, wt: np.ndarray, bias: np.ndar
     blocks = [_at([rows[bb][uu] for bb in range(4)]) for uu in range(2)]  # blocks[uu][vv]
     even_x, even_y = x % 2 == 0, y % 2 == 0
     f = hl.Func(name)
-    f[x, y, c] = b[c] + hl.select(even_x, hl.select(even_y, blocks[0][0], blocks[0][1]), hl.select(even_y, blocks[1][0], blocks[1][1]))
+    out = b[c] + hl.select(even_x, hl.select(even_y, blocks[0][0], blocks[0][1]), hl.select(even_y, blocks[1][0], blocks[1][1]))
+    f[x, y, c] = hl.max(out, 0.0) if relu else out
     kb, ub = _dense_block(o, wd.accumulators, wd.channels)
     return HNode(f, shape, dense=_Winograd(v, acc, m, r, o, kb, ub)), stack
 

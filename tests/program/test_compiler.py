@@ -405,6 +405,45 @@ def test_wide_3x3_layers_lower_as_winograd(cfa, monkeypatch):
     _matches_reference_in_phases(prog, (45, 67), seed=10)
 
 
+@pytest.mark.parametrize("cfa", [CFA.BAYER, CFA.XTRANS])
+def test_a_relu_that_is_a_layers_only_reader_is_stored_by_the_layer(cfa, monkeypatch):
+    """A dense layer (direct or Winograd) whose only reader is a ReLU stores the rectified value and the
+    next dense layer reads it without a copy; a layer read by its ReLU and by another node keeps its copy.
+    Same output as the reference."""
+    from rawdemosaic.program import compiler
+    from rawdemosaic.program.graph import Node as N
+    from rawdemosaic.program.graph import Program
+    from rawdemosaic.program.zoo import random_weights
+
+    pp = cfa.period**2
+    nodes = (
+        N("mosaic", "Input"),
+        N("packed", "Pack", ("mosaic",)),
+        N("a", "Conv2D", ("packed",), {"out_channels": 16}),
+        N("ar", "ReLU", ("a",)),
+        N("b", "Conv2D", ("ar",), {"out_channels": 16}),  # reads a rectified dense layer: no copy
+        N("br", "ReLU", ("b",)),
+        N("c", "Conv2D", ("br",), {"out_channels": 16}),  # read by its ReLU and by the Stack: not folded
+        N("cr", "ReLU", ("c",)),
+        N("d", "Conv1x1", ("cr",), {"out_channels": 8}),
+        N("s", "Stack", ("d", "c")),
+        N("g", "Conv2D", ("s",), {"out_channels": pp}),
+        N("green", "GreenInsert", ("mosaic", "g")),
+        N("rgb", "ChromaInsert", ("mosaic", "green", "d"), {"mode": "diff"}) if cfa is CFA.BAYER else N("e", "Conv1x1", ("d",), {"out_channels": 2 * pp}),
+    )
+    if cfa is CFA.XTRANS:
+        nodes = nodes + (N("rgb", "ChromaInsert", ("mosaic", "green", "e"), {"mode": "diff"}),)
+    prog = Program(f"relu_{cfa.value}", cfa, nodes, "rgb", random_weights(nodes, cfa, np.random.default_rng(11)))
+    assert compiler._relu_only_readers(prog) == {"a": "ar", "b": "br"}
+    copied: dict[str, bool] = {}
+    real = compiler._dense_input
+    monkeypatch.setattr(compiler, "_dense_input", lambda hl, name, src, cin: (lambda r: copied.__setitem__(name, r[1] is not None) or r)(real(hl, name, src, cin)))
+    compiler.build_pipeline(prog)
+    assert copied["conv2d_b"] is False and copied["conv2d_c"] is False  # b, c read a (b) rectified as stored
+    assert copied["conv1x1_d"] is True and copied["conv2d_g"] is True  # ReLU(c) and the Stack are materialised
+    _matches_reference_in_phases(prog, (41, 63), seed=12)
+
+
 def test_winograd_weights_give_the_direct_convolution():
     """The transformed weights and the input and output transforms reproduce a 3x3 correlation exactly
     (float64 algebra on one 4x4 block)."""
