@@ -282,7 +282,7 @@ def prune_entry(entry: str, keep: dict, models: str | Path | None = None, into: 
     from .export import export_entry
 
     ft = prog.meta.get("full_train", {})
-    prog = Program(name, prog.cfa, prog.nodes, prog.output, prog.weights, {"description": f"{info.description.rstrip('.')}; channels pruned to {keep} and fine-tuned"})
+    prog = Program(name, prog.cfa, prog.nodes, prog.output, prog.weights, {"description": f"{info.description.rstrip('.')}; channels pruned ({', '.join(f'{k} {v}' for k, v in keep.items())}) and fine-tuned"})
     prog = prog.with_domain(parent.domain)
     run_info = {k: v for k, v in prov.items() if k not in ("source", "digest", "export_overrides", "full_train_device", "full_train_val_psnr", "full_train_steps", "search_val_psnr")}
     run_info.update({
@@ -293,6 +293,8 @@ def prune_entry(entry: str, keep: dict, models: str | Path | None = None, into: 
         "finetune": {"steps": tcfg["steps"], "lr": tcfg["lr"], "batch": tcfg["batch"], "count": tcfg.get("count"), "loss": tcfg.get("loss", "l2"), "seed": seed, "overrides": overrides},
         "full_train_val_psnr": ft.get("val_psnr"),
         "full_train_device": ft.get("device"),
+        "command": " ".join(["rawdemosaic search prune", entry, "--keep", *(f"{k}={v}" for k, v in keep.items()), "--steps", str(tcfg["steps"]),
+                             *(f"--set {k}={v}" for k, v in overrides.items())]),
     })
     q = None
     sets = list(sets if sets is not None else ec["sets"])
