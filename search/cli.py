@@ -237,8 +237,6 @@ def prune_entry(entry: str, keep: dict, models: str | Path | None = None, into: 
     reuses it, like :func:`export_run`. Returns the written :class:`~rawdemosaic.registry.KernelInfo`
     (``None`` with ``train_only``, or when the registry's pruning to a monotone front dropped it).
     """
-    import tomllib
-
     from ..program.graph import Program
     from ..registry import default_models_dir, load_registry
     from . import evolve as E
@@ -267,6 +265,9 @@ def prune_entry(entry: str, keep: dict, models: str | Path | None = None, into: 
         prog = Program.load(tfile)
         if S.structural_hash(prog) != S.structural_hash(pruned):
             raise ValueError(f"{tfile}: not {entry} pruned to {keep} (another program)")
+        done = prog.meta.get("full_train", {})
+        if (done.get("steps"), done.get("overrides", {})) != (tcfg["steps"], overrides):
+            raise ValueError(f"{tfile}: fine-tuned with {done.get('steps')} steps and {done.get('overrides', {})}, not the {tcfg['steps']} steps and {overrides} asked for")
         if not quiet:
             print(f"prune: fine-tuned program from {tfile}")
     else:
@@ -274,7 +275,7 @@ def prune_entry(entry: str, keep: dict, models: str | Path | None = None, into: 
         prog, psnr = trainer(pruned, seed * 1_000_003 + 900_000, None)
         if not math.isfinite(psnr):
             raise ValueError(f"{entry}: fine-tuning the pruned program diverged")
-        prog = Program(prog.name, prog.cfa, prog.nodes, prog.output, prog.weights, {**prog.meta, "pruned": pruned.meta["pruned"], "full_train": {"val_psnr": psnr, **prog.meta.get("full_train", {}), "overrides": overrides}})
+        prog = Program(prog.name, prog.cfa, prog.nodes, prog.output, prog.weights, {**prog.meta, "pruned": pruned.meta["pruned"], "full_train": {"val_psnr": psnr, "steps": tcfg["steps"], **prog.meta.get("full_train", {}), "overrides": overrides}})
         if tfile is not None:
             prog.save(tfile)
     if train_only:

@@ -146,8 +146,10 @@ def test_prune_entry_fine_tunes_with_the_run_config_and_records_provenance(tmp_p
     assert out.shape == (24, 32, 3) and np.isfinite(out).all()
     # the fine-tuned program is kept and reused: no second training
     assert (tdir / f"{info.name}.json").exists()
-    again = prune_entry("tiny_searched", {"c_c0": 4, "g_c1": 6}, models=reg, trainer=None, trained_dir=tdir, sets=["kodak24"], limit=1, quiet=True)
+    again = prune_entry("tiny_searched", {"c_c0": 4, "g_c1": 6}, models=reg, trainer=None, trained_dir=tdir, sets=["kodak24"], limit=1, overrides={"lr": 1e-3}, quiet=True)
     assert again.name == info.name
+    with pytest.raises(ValueError, match="fine-tuned with"):  # the kept program is not what this command asks for
+        prune_entry("tiny_searched", {"c_c0": 4, "g_c1": 6}, models=reg, trained_dir=tdir, steps=7, sets=["kodak24"], limit=1, overrides={"lr": 1e-3}, quiet=True)
     assert {e.name for e in kernels("bayer", models=reg, plugins=False)} >= {"tiny_searched", info.name}
     # errors: one line, exit 2
     assert main(["prune", "nope", "--keep", "c_c0=4", "--models", str(reg)]) == 2
