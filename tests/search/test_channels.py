@@ -167,3 +167,27 @@ def test_prune_entry_refuses_entries_without_a_search_config(tmp_path):
     with pytest.raises(ValueError, match="no search config"):
         prune_entry("bayer_bilinear", {"x": 1}, models=reg, quiet=True)
     assert json.loads((reg / "registry.json").read_text())["entries"][0]["name"] == "bayer_bilinear"
+
+
+def test_prune_entry_fine_tunes_for_real_on_the_corpus(tmp_path):
+    """The default trainer: the pruned program is trained (its weights move) with the run config's data."""
+    try:
+        from rawdemosaic.search.data import list_images
+
+        list_images()
+    except (FileNotFoundError, ImportError) as e:
+        pytest.skip(f"no training corpus: {e}")
+    from rawdemosaic.search.channels import prune_channels as narrow
+    from rawdemosaic.search.cli import prune_entry
+
+    reg, parent = _searched_registry(tmp_path)
+    tdir = tmp_path / "trained"
+    tdir.mkdir()
+    info = prune_entry("tiny_searched", {"c_c0": 4}, models=reg, steps=6, trained_dir=tdir, sets=["kodak24"], limit=1, quiet=True)
+    start = narrow(parent, {"c_c0": 4})
+    tuned = Program.load(tdir / f"{info.name}.json")
+    from rawdemosaic.search.train import default_device
+
+    assert tuned.meta["full_train"]["steps"] == 6 and tuned.meta["full_train"]["device"] == str(default_device())
+    assert any(not np.array_equal(tuned.weights[k], start.weights[k]) for k in start.weights)
+    assert info.provenance["finetune"]["steps"] == 6 and info.provenance["full_train_device"] == str(default_device())
