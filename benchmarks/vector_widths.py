@@ -54,7 +54,7 @@ def main() -> None:
                 os.environ["RAWDEMOSAIC_CACHE"] = os.path.join(tmp, f"{n}-{i}")
                 C._widths = fn
                 if wino and i == 0:
-                    C._winograd_worthwhile = lambda *a: False
+                    C._winograd_worthwhile = lambda *a, **k: False
                 try:
                     k = C.Kernel(prog, "uint16", "uint16", quiet=True)
                     k._load()
