@@ -8,6 +8,7 @@ Subcommands::
             [--set KEY=VALUE ...] [--trained DIR [--train-only]] [--jobs N]
     prune   ENTRY --keep NODE=N ... [--models DIR] [--into DIR] [--name NAME] [--steps N] [--set KEY=VALUE ...]
             [--sets kodak24 mcmaster18] [--limit N] [--trained DIR [--train-only]]
+    fit-linear --cfa bayer|xtrans --ops N [--radius R] [--name NAME] [--into DIR] [--sets ...] [--limit N]
     report  [--models DIR] [--runs DIR ...] --out front.png
 
 ``--config`` takes a TOML path or the name of a packaged config (``smoke``, ``bayer``, ``xtrans``).
@@ -17,6 +18,8 @@ or ``models/``); entries it does not replace are kept. Point the runtime at anot
 ``RAWDEMOSAIC_MODELS=DIR`` or ``rawdemosaic ... --models DIR``.
 ``prune`` narrows a searched entry's convolutions (:mod:`.channels`), fine-tunes it with the training
 settings of the run recorded in its provenance and adds it as a new entry (``<entry>_p<cost>``).
+``fit-linear`` fits the sparse least-squares linear demosaicker of a given cost on the training split
+(:mod:`.linear`) and adds it (``<cfa>_lsq<taps>``).
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from typing import Sequence
 
 from ..errors import RawDemosaicError
 
-__all__ = ["main", "config_path", "export_run", "prune_entry", "parse_overrides"]
+__all__ = ["main", "config_path", "export_run", "prune_entry", "fit_linear_entry", "parse_overrides"]
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
@@ -312,6 +315,38 @@ def prune_entry(entry: str, keep: dict, models: str | Path | None = None, into: 
     return written
 
 
+def fit_linear_entry(cfa: str, ops: float, into: str | Path | None = None, name: str | None = None, radius: int = 2, sets: Sequence[str] | None = None,
+                     limit: int | None = None, images=None, quiet: bool = False, prune: bool = True):
+    """Fit the sparse least-squares linear demosaicker of ``ops`` ops/pixel (:func:`.linear.fit_linear`) on the
+    training split, measure it and add it to the registry ``into``. ``images`` replaces the corpus (tests).
+    Returns the written entry (``None`` when the registry's monotone front dropped it)."""
+    from ..registry import default_models_dir
+    from .export import export_entry
+    from .linear import fit_linear
+
+    prog = fit_linear(cfa, ops, name=name, radius=radius, images=images)
+    fit = prog.meta["fit"]
+    run_info = {
+        "method": "sparse least squares (forward selection and swaps over all filters, exact weights)",
+        "corpus": "given images" if images is not None else "training split of the default corpus",
+        **fit,
+        "command": f"rawdemosaic search fit-linear --cfa {prog.cfa.value} --ops {ops:g} --radius {radius}" + (f" --name {name}" if name else ""),
+    }
+    sets = list(sets if sets is not None else ("kodak24", "mcmaster18"))
+    q = None
+    if limit:
+        from ..evaluate import TEST_SETS, load_images
+
+        q = _limited_quality(prog, sets, {k: load_images(TEST_SETS.get(k, k), limit=int(limit)) for k in sets}, int(limit))
+    into = Path(into) if into is not None else default_models_dir()
+    written = export_entry(prog, run_info, into, sets, quality=q, validation=images is None)
+    if not quiet:
+        print(f"fitted {written.name}: cost {written.cost:g}, " + ", ".join(f"{k} {v:.2f}" for k, v in written.quality.items()))
+    if prune and not limit and written.name in _prune_front(into, quiet, "fit-linear"):
+        return None
+    return written
+
+
 class FullTrainer:
     """Full training of a finalist (:func:`rawdemosaic.search.train.full_train`) from its own weights."""
 
@@ -382,6 +417,15 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--trained", default=None, metavar="DIR", help="save the fine-tuned program here, and reuse it when present")
     q.add_argument("--train-only", action="store_true", help="stop after fine-tuning (needs --trained)")
     q.add_argument("--quiet", action="store_true")
+    f = sub.add_parser("fit-linear", help="fit the sparse least-squares linear demosaicker of a given cost and add it to the registry")
+    f.add_argument("--cfa", required=True, choices=["bayer", "xtrans"])
+    f.add_argument("--ops", type=float, required=True, help="multiply-adds per pixel (taps per tile / tile pixels)")
+    f.add_argument("--radius", type=int, default=2, help="filter reach in pixels (default 2: 5x5 windows)")
+    f.add_argument("--name", default=None, help="entry name (default <cfa>_lsq<taps>)")
+    f.add_argument("--into", default=None, help="registry to add it to (default: the runtime's)")
+    f.add_argument("--sets", nargs="+", default=None)
+    f.add_argument("--limit", type=int, default=None, help="measure on the first N images of each set only")
+    f.add_argument("--quiet", action="store_true")
     p = sub.add_parser("report", help="plot the cost/quality front (PNG)")
     p.add_argument("--models", default=None, help="registry directory (default: the runtime's)")
     p.add_argument("--runs", nargs="*", default=[], help="run directories whose search fronts to add")
@@ -426,6 +470,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.train_only:
                 print(f"fine-tuned program in {args.trained}")
             elif info is None:
+                print("no entry written (dominated by a cheaper entry)")
+        elif args.cmd == "fit-linear":
+            info = fit_linear_entry(args.cfa, args.ops, into=args.into, name=args.name, radius=args.radius, sets=args.sets, limit=args.limit, quiet=args.quiet)
+            if info is None:
                 print("no entry written (dominated by a cheaper entry)")
         elif args.cmd == "report":
             from .report import plot_front

@@ -231,10 +231,27 @@ def build_pipeline(program: Program, in_dtype: str = "float32", out_dtype: str =
         # the float clamp only keeps the conversion in int32's range, so it can be loose ([-1, 65536])
         # and LLVM need not clamp again; an exact [0, 65535] float clamp left both clamps in the loop
         q = hl.cast(hl.Int(32), hl.clamp(val * 65535.0 + 0.5, hl.f32(-1.0), hl.f32(65536.0)))
-        out[c, x, y] = hl.saturating_cast(hl.UInt(16), q)
+        q = hl.saturating_cast(hl.UInt(16), q)
+        if in_dtype == "uint16" and not transfer and len(lowered) == 1 and _passes_samples(program):
+            # the sensor's own samples are copied as they are, not round-tripped through float: a third of
+            # the output values skip the conversions (the select folds away in the phase-unrolled loops)
+            pat = program.cfa.canonical
+            known = hl.mux((y % p) * p + (x % p), [hl.u8(int(v)) for v in pat.ravel()]) == hl.cast(hl.UInt(8), c)
+            q = hl.select(known, lowered[0].ext[x, y, 0], q)
+        out[c, x, y] = q
 
     _schedule(hl, out, lowered, program, x, y, c, wd)
     return hl.Pipeline(out), [inp]
+
+
+def _passes_samples(program: Program) -> bool:
+    """Whether the output is the mosaic's own sample wherever the CFA has that colour: a ChromaInsert of
+    the Input whose green is a GreenInsert of the Input (both pass the samples through unchanged)."""
+    out = program.node(program.output)
+    if out.op != "ChromaInsert" or program.node(out.inputs[0]).op != "Input":
+        return False
+    green = program.node(out.inputs[1])
+    return green.op == "GreenInsert" and program.node(green.inputs[0]).op == "Input"
 
 
 class _Lowered:

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from rawdemosaic.cfa import CFA, CFAPattern
+from rawdemosaic.program import compiler
 from rawdemosaic.program.compiler import Kernel
 from rawdemosaic.program.reference import run_reference
 from rawdemosaic.registry import kernels
@@ -47,6 +48,44 @@ def test_uint16_in_and_out():
     assert np.abs(out16.astype(np.float64) - expect).max() <= 1
     outf = Kernel(prog, "uint16", "float32", quiet=True)(m16)
     assert np.abs(outf - ref).max() < 1e-5
+
+
+@pytest.mark.parametrize("name", ["bayer_malvar", "bg_bayer_bayer_gpu_c112", "xtrans_linear", "xs_xtrans_xtrans_low_c93"])
+def test_uint16_output_copies_the_sensors_own_samples(name):
+    """uint16 in and out: where the CFA has a colour, the output is the mosaic sample itself (copied, not
+    round-tripped through float), in every phase; the interpolated values round the reference."""
+    entry = next(e for e in ENTRIES if e.name == name)
+    prog = entry.program()
+    assert compiler._passes_samples(prog)
+    k = Kernel(prog, "uint16", "uint16", quiet=True)
+    rng = np.random.default_rng(1)
+    for dy, dx in PHASES[entry.cfa][:: 1 if entry.cfa is CFA.BAYER else 7]:
+        pat = CFAPattern(entry.cfa, dy, dx)
+        m16 = (rng.random((48 + dy, 60 + dx)) * 65535).astype(np.uint16)
+        out = k(m16, pat)
+        colours = _colour_map(pat, m16.shape)
+        for ch in range(3):
+            own = colours == ch
+            assert np.array_equal(out[..., ch][own], m16[own]), (name, (dy, dx), ch)
+        ref = np.round(np.clip(run_reference(prog, m16.astype(np.float32) / 65535, pat), 0, 1) * 65535)
+        assert np.abs(out.astype(np.float64) - ref).max() <= 1
+
+
+def _colour_map(pat, shape):
+    from rawdemosaic.cfa import mosaic
+
+    planes = np.stack([np.full(shape, k + 1.0, np.float32) for k in range(3)], axis=-1)
+    return mosaic(planes, pat).astype(int) - 1
+
+
+def test_samples_are_copied_only_when_the_output_passes_them_through():
+    prog = _bilinear()
+    assert compiler._passes_samples(prog)
+    nodes = tuple(
+        n if n.id != "rgb" else type(n)(n.id, n.op, ("mosaic", "mosaic", n.inputs[2]), n.params) for n in prog.nodes
+    )  # green read straight from the mosaic: not a GreenInsert, so its output is no sample copy
+    other = type(prog)(prog.name, prog.cfa, nodes, prog.output, dict(prog.weights), dict(prog.meta))
+    assert not compiler._passes_samples(other)
 
 
 def test_flat_field_has_no_border_artefacts():

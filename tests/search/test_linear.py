@@ -1,0 +1,145 @@
+"""Sparse least-squares linear demosaickers (search/linear.py) and ``rawdemosaic search fit-linear``."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from rawdemosaic.cfa import CFA, CFAPattern, mosaic
+from rawdemosaic.program.compiler import Kernel
+from rawdemosaic.program.reference import run_reference
+from rawdemosaic.registry import load_registry
+from rawdemosaic.search import cli
+from rawdemosaic.search.linear import fit_program, normal_equations, select_taps
+
+
+def _images(n=3, size=40, seed=0):
+    """Smooth colour images with some texture (sums of random sinusoids per channel, correlated)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    out = []
+    for _ in range(n):
+        base = sum(np.sin(2 * np.pi * (rng.uniform(0, 6) * xx + rng.uniform(0, 6) * yy) + rng.uniform(0, 6)) for _ in range(4))
+        chans = [0.5 + 0.1 * base + 0.05 * np.sin(2 * np.pi * rng.uniform(0, 3) * xx + k) for k in range(3)]
+        out.append(np.clip(np.stack(chans, -1), 0, 1).astype(np.float32))
+    return out
+
+
+def _design(img, cfa, r, t):
+    """The least-squares problem of filter ``t`` written out explicitly (independently of the accumulation)."""
+    c, j, i = t
+    p = cfa.period
+    m = mosaic(img.astype(np.float64), CFAPattern(cfa, 0, 0))
+    rows, ys = [], []
+    for y in range(r, m.shape[0] - r):
+        for x in range(r, m.shape[1] - r):
+            if y % p == j and x % p == i:
+                rows.append(m[y - r : y + r + 1, x - r : x + r + 1].ravel())
+                ys.append(img[y, x, c])
+    return np.array(rows), np.array(ys, np.float64)
+
+
+@pytest.mark.parametrize("cfa", [CFA.BAYER, CFA.XTRANS])
+def test_normal_equations_match_the_explicit_least_squares_problem(cfa):
+    imgs = _images(2, 30)
+    ne = normal_equations(imgs, cfa, radius=2)
+    assert len(ne.targets) == 2 * cfa.period**2
+    for t in ne.targets[:: max(1, len(ne.targets) // 6)]:
+        A = np.concatenate([_design(im, cfa, 2, t)[0] for im in imgs])
+        y = np.concatenate([_design(im, cfa, 2, t)[1] for im in imgs])
+        assert np.allclose(ne.gram[t], A.T @ A) and np.allclose(ne.cross[t], A.T @ y)
+        sel = [0, 7, 12, 13, 20]
+        w, *_ = np.linalg.lstsq(A[:, sel], y, rcond=None)
+        assert np.allclose(ne.weights(t, sel), w, atol=1e-6)
+        assert ne.error(t, sel) == pytest.approx(float(((A[:, sel] @ w - y) ** 2).sum()), rel=1e-6, abs=1e-9)
+
+
+def test_more_taps_fit_better_and_swaps_never_hurt():
+    ne = normal_equations(_images(), CFA.BAYER, radius=2)
+
+    def total(s):
+        return sum(ne.error(t, v) for t, v in s.items())
+
+    errs = []
+    for taps in (8, 16, 24, 40):
+        greedy, swapped = select_taps(ne, taps, swaps=False), select_taps(ne, taps)
+        assert sum(map(len, swapped.values())) == taps and all(len(v) >= 1 for v in swapped.values()) or taps == 8
+        assert total(swapped) <= total(greedy) + 1e-12
+        errs.append(total(swapped))
+    assert all(a > b for a, b in zip(errs, errs[1:]))
+    with pytest.raises(ValueError, match="taps"):
+        select_taps(ne, 3)
+
+
+def test_swaps_end_where_no_single_swap_helps():
+    ne = normal_equations(_images(seed=2), CFA.BAYER, radius=2)
+    sel = select_taps(ne, 16)
+    base = sum(ne.error(t, v) for t, v in sel.items())
+    for t, v in sel.items():
+        for k in v:
+            if len(v) == 1:
+                continue
+            for t2 in ne.targets:
+                for k2 in range(len(ne.offsets)):
+                    if k2 in sel[t2]:
+                        continue
+                    trial = {u: list(w) for u, w in sel.items()}
+                    trial[t].remove(k)
+                    trial[t2].append(k2)
+                    assert sum(ne.error(u, w) for u, w in trial.items()) >= base * (1 - 1e-9)
+
+
+@pytest.mark.parametrize("cfa", [CFA.BAYER, CFA.XTRANS])
+def test_the_program_computes_the_fitted_filters(cfa):
+    """Running the fitted program reproduces the error the normal equations predict: taps land at the right
+    offsets and tile positions, and the sensor's samples pass through."""
+    imgs = _images(2, 36, seed=3)
+    ne = normal_equations(imgs, cfa, radius=2)
+    taps = 3 * cfa.period**2
+    support = select_taps(ne, taps)
+    prog = fit_program(ne, support, "tiny_lsq")
+    assert prog.cost() == pytest.approx(taps / cfa.period**2) and prog.domain == "srgb"
+    r, p = 2, cfa.period
+    sse = 0.0
+    for im in imgs:
+        m = mosaic(im, CFAPattern(cfa, 0, 0))
+        out = run_reference(prog, m, CFAPattern(cfa, 0, 0)).astype(np.float64)
+        own = mosaic(np.stack([np.full(m.shape, k, np.float32) for k in range(3)], -1), CFAPattern(cfa, 0, 0))
+        for c in range(3):
+            assert np.allclose(out[..., c][own == c], m[own == c])
+            d = (out[r:-r, r:-r, c] - im[r:-r, r:-r, c]) * (own[r:-r, r:-r] != c)
+            sse += float((d**2).sum())
+    assert sse == pytest.approx(sum(ne.error(t, s) for t, s in support.items()), rel=1e-3)
+    k = Kernel(prog, quiet=True)
+    m = mosaic(imgs[0], CFAPattern(cfa, 0, 0))
+    assert np.abs(k(m) - run_reference(prog, m)).max() < 1e-4
+
+
+def test_fit_linear_entry_adds_a_measured_entry_with_provenance(tmp_path):
+    imgs = _images(3, 40, seed=5)
+    into = tmp_path / "models"
+    into.mkdir()
+    # measured on a tiny "test set" given as a directory of PNGs
+    from PIL import Image
+
+    tdir = tmp_path / "tiny"
+    tdir.mkdir()
+    for n, im in enumerate(_images(2, 48, seed=9)):
+        Image.fromarray((im * 255).round().astype(np.uint8)).save(tdir / f"{n}.png")
+    info = cli.fit_linear_entry("bayer", 5, into=into, sets=[str(tdir)], images=imgs, quiet=True)
+    assert info is not None and info.name == "bayer_lsq20" and info.cost == pytest.approx(5)
+    (entry,) = load_registry(into)
+    prov = entry.provenance
+    assert prov["taps"] == 20 and prov["radius"] == 2 and prov["images"] == 3 and "fit-linear --cfa bayer --ops 5" in prov["command"]
+    assert set(entry.quality) == {str(tdir), f"{tdir}_linear"}
+    assert json.loads((into / "bayer_lsq20.json").read_text())["nodes"][0]["domain"] == "srgb"
+
+
+def test_fit_linear_cli_errors_exit_2(tmp_path, capsys):
+    assert cli.main(["fit-linear", "--cfa", "bayer", "--ops", "0.5", "--into", str(tmp_path)]) == 2
+    assert "taps must be" in capsys.readouterr().err
+    assert cli.main(["fit-linear", "--cfa", "xtrans", "--ops", "3", "--radius", "7", "--into", str(tmp_path)]) == 2
+    assert "radius must be" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
