@@ -8,7 +8,7 @@ Subcommands::
             [--set KEY=VALUE ...] [--trained DIR [--train-only]] [--jobs N]
     prune   ENTRY --keep NODE=N ... [--models DIR] [--into DIR] [--name NAME] [--steps N] [--set KEY=VALUE ...]
             [--sets kodak24 mcmaster18] [--limit N] [--trained DIR [--train-only]]
-    fit-linear --cfa bayer|xtrans --ops N [--radius R] [--name NAME] [--into DIR] [--sets ...] [--limit N]
+    fit-linear --cfa bayer|xtrans --ops N [--radius R] [--color W] [--seed N] [--name NAME] [--into DIR] [--sets ...] [--limit N]
     report  [--models DIR] [--runs DIR ...] --out front.png
 
 ``--config`` takes a TOML path or the name of a packaged config (``smoke``, ``bayer``, ``xtrans``).
@@ -315,8 +315,8 @@ def prune_entry(entry: str, keep: dict, models: str | Path | None = None, into: 
     return written
 
 
-def fit_linear_entry(cfa: str, ops: float, into: str | Path | None = None, name: str | None = None, radius: int = 2, sets: Sequence[str] | None = None,
-                     limit: int | None = None, images=None, quiet: bool = False, prune: bool = True):
+def fit_linear_entry(cfa: str, ops: float, into: str | Path | None = None, name: str | None = None, radius: int = 2, color: float = 0.25, seed: int = 0,
+                     sets: Sequence[str] | None = None, limit: int | None = None, images=None, quiet: bool = False, prune: bool = True):
     """Fit the sparse least-squares linear demosaicker of ``ops`` ops/pixel (:func:`.linear.fit_linear`) on the
     training split, measure it and add it to the registry ``into``. ``images`` replaces the corpus (tests).
     Returns the written entry (``None`` when the registry's monotone front dropped it)."""
@@ -324,13 +324,13 @@ def fit_linear_entry(cfa: str, ops: float, into: str | Path | None = None, name:
     from .export import export_entry
     from .linear import fit_linear
 
-    prog = fit_linear(cfa, ops, name=name, radius=radius, images=images)
+    prog = fit_linear(cfa, ops, name=name, radius=radius, color=color, seed=seed, images=images)
     fit = prog.meta["fit"]
     run_info = {
         "method": "sparse least squares (forward selection and swaps over all filters, exact weights)",
         "corpus": "given images" if images is not None else "training split of the default corpus",
         **fit,
-        "command": f"rawdemosaic search fit-linear --cfa {prog.cfa.value} --ops {ops:g} --radius {radius}" + (f" --name {name}" if name else ""),
+        "command": f"rawdemosaic search fit-linear --cfa {prog.cfa.value} --ops {ops:g} --radius {radius} --color {color:g} --seed {seed}" + (f" --name {name}" if name else ""),
     }
     sets = list(sets if sets is not None else ("kodak24", "mcmaster18"))
     q = None
@@ -421,6 +421,8 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--cfa", required=True, choices=["bayer", "xtrans"])
     f.add_argument("--ops", type=float, required=True, help="multiply-adds per pixel (taps per tile / tile pixels)")
     f.add_argument("--radius", type=int, default=2, help="filter reach in pixels (default 2: 5x5 windows)")
+    f.add_argument("--color", type=float, default=0.25, help="weight of colour-augmented copies of the images (default 0.25, as the search configs)")
+    f.add_argument("--seed", type=int, default=0, help="draws the colour augmentation")
     f.add_argument("--name", default=None, help="entry name (default <cfa>_lsq<taps>)")
     f.add_argument("--into", default=None, help="registry to add it to (default: the runtime's)")
     f.add_argument("--sets", nargs="+", default=None)
@@ -472,7 +474,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             elif info is None:
                 print("no entry written (dominated by a cheaper entry)")
         elif args.cmd == "fit-linear":
-            info = fit_linear_entry(args.cfa, args.ops, into=args.into, name=args.name, radius=args.radius, sets=args.sets, limit=args.limit, quiet=args.quiet)
+            info = fit_linear_entry(args.cfa, args.ops, into=args.into, name=args.name, radius=args.radius, color=args.color, seed=args.seed,
+                                    sets=args.sets, limit=args.limit, quiet=args.quiet)
             if info is None:
                 print("no entry written (dominated by a cheaper entry)")
         elif args.cmd == "report":

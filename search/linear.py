@@ -48,7 +48,7 @@ class NormalEquations:
     gram: dict[Target, np.ndarray] = field(default_factory=dict)  # A^T A
     cross: dict[Target, np.ndarray] = field(default_factory=dict)  # A^T y
     energy: dict[Target, float] = field(default_factory=dict)  # y^T y
-    samples: int = 0  # pixels per tile position summed over
+    samples: int = 0  # pixels per tile position (phase (0, 0)) summed over, augmented copies not counted
 
     @property
     def targets(self) -> list[Target]:
@@ -70,12 +70,25 @@ def _solve(G: np.ndarray, b: np.ndarray, yy: float, sel: list[int]) -> tuple[np.
     return w, float(yy - 2 * w @ bs + w @ Gs @ w)
 
 
-def normal_equations(images: Iterable[np.ndarray], cfa: CFA | str = CFA.BAYER, radius: int = 2) -> NormalEquations:
+def _colour_augmented(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A random channel permutation and a saturation gain in [1, 2] about each pixel's mean (the training
+    data's colour augmentation, :class:`rawdemosaic.search.data.PatchDataset`)."""
+    a = img[..., rng.permutation(3)]
+    mean = a.mean(axis=-1, keepdims=True)
+    return np.clip(mean + (a - mean) * rng.uniform(1.0, 2.0), 0.0, 1.0)
+
+
+def normal_equations(images: Iterable[np.ndarray], cfa: CFA | str = CFA.BAYER, radius: int = 2, color: float = 0.0, seed: int = 0) -> NormalEquations:
     """Accumulate the normal equations of every filter over ``images`` (float ``(H, W, 3)`` in [0, 1]).
 
     Each image is mosaicked with the family's canonical pattern at its origin; every pixel whose window of
     ``radius`` lies inside the image is one sample of the filter of its tile position and missing colour.
+    With ``color`` > 0 every image also enters colour-augmented (:func:`_colour_augmented`, drawn from
+    ``seed`` and the image's index), with weight ``color`` against ``1 - color`` for the image itself: the
+    fit's share of augmented data, as the training data's ``color`` fraction of augmented crops.
     """
+    if not 0.0 <= color <= 1.0:
+        raise ValueError(f"color must be in [0, 1], got {color}")
     cfa = CFA(cfa)
     p = cfa.period
     if not 1 <= radius <= p:
@@ -85,32 +98,46 @@ def normal_equations(images: Iterable[np.ndarray], cfa: CFA | str = CFA.BAYER, r
     targets = [(c, j, i) for j in range(p) for i in range(p) for c in range(3) if pat[j, i] != c]
     k = len(offs)
     ne = NormalEquations(cfa, radius, offs, {t: np.zeros((k, k)) for t in targets}, {t: np.zeros(k) for t in targets}, {t: 0.0 for t in targets})
-    r = radius
-    for img in images:
+    for n, img in enumerate(images):
         rgb = np.asarray(img, np.float64)
-        m = mosaic(rgb, CFAPattern(cfa, 0, 0))
-        H, W = m.shape
-        for j in range(p):
-            for i in range(p):
-                y0 = j + p * (-(-(r - j) // p)) if j < r else j  # first row of phase j with a full window
-                x0 = i + p * (-(-(r - i) // p)) if i < r else i
-                ys, xs = np.arange(y0, H - r, p), np.arange(x0, W - r, p)
-                if not len(ys) or not len(xs):
-                    continue
-                A = np.stack([m[np.ix_(ys + dy, xs + dx)].ravel() for dy, dx in offs], axis=1)
-                AtA = A.T @ A
-                for c in range(3):
-                    if pat[j, i] == c:
-                        continue
-                    y = rgb[np.ix_(ys, xs)][..., c].ravel()
-                    ne.gram[(c, j, i)] += AtA
-                    ne.cross[(c, j, i)] += A.T @ y
-                    ne.energy[(c, j, i)] += float(y @ y)
-                if (j, i) == (0, 0):
-                    ne.samples += A.shape[0]
+        if color < 1.0:
+            _accumulate(ne, rgb, 1.0 - color)
+        if color > 0.0:
+            _accumulate(ne, _colour_augmented(rgb, np.random.default_rng([seed, n])), color)
+        ne.samples += _window_count(rgb.shape[:2], p, radius)
     if not ne.samples:
         raise ValueError("no image is larger than the filter window")
     return ne
+
+
+def _rows(j: int, n: int, p: int, r: int) -> np.ndarray:
+    """Coordinates of tile phase ``j`` (period ``p``) along an axis of ``n`` whose window of ``r`` fits."""
+    first = j + p * (-(-(r - j) // p)) if j < r else j
+    return np.arange(first, n - r, p)
+
+
+def _window_count(shape: tuple[int, int], p: int, r: int) -> int:
+    return len(_rows(0, shape[0], p, r)) * len(_rows(0, shape[1], p, r))
+
+
+def _accumulate(ne: NormalEquations, rgb: np.ndarray, weight: float) -> None:
+    """Add ``weight`` times one image's least-squares problems to ``ne``."""
+    p, pat, r = ne.cfa.period, ne.cfa.canonical, ne.radius
+    m = mosaic(rgb, CFAPattern(ne.cfa, 0, 0))
+    for j in range(p):
+        for i in range(p):
+            ys, xs = _rows(j, m.shape[0], p, r), _rows(i, m.shape[1], p, r)
+            if not len(ys) or not len(xs):
+                continue
+            A = np.stack([m[np.ix_(ys + dy, xs + dx)].ravel() for dy, dx in ne.offsets], axis=1)
+            AtA = weight * (A.T @ A)
+            for c in range(3):
+                if pat[j, i] == c:
+                    continue
+                y = rgb[np.ix_(ys, xs)][..., c].ravel()
+                ne.gram[(c, j, i)] += AtA
+                ne.cross[(c, j, i)] += weight * (A.T @ y)
+                ne.energy[(c, j, i)] += weight * float(y @ y)
 
 
 def select_taps(ne: NormalEquations, taps: int, swaps: bool = True) -> dict[Target, list[int]]:
@@ -176,17 +203,21 @@ def fit_program(ne: NormalEquations, support: dict[Target, list[int]], name: str
     return prog.with_domain("srgb")
 
 
-def fit_linear(cfa: CFA | str, ops: float, name: str | None = None, radius: int = 2, images: Sequence[np.ndarray] | None = None,
-               image_dirs: Sequence[str] | None = None, limit: int | None = None) -> Program:
+def fit_linear(cfa: CFA | str, ops: float, name: str | None = None, radius: int = 2, color: float = 0.25, seed: int = 0,
+               images: Sequence[np.ndarray] | None = None, image_dirs: Sequence[str] | None = None, limit: int | None = None) -> Program:
     """The sparse least-squares linear demosaicker of ``ops`` multiply-adds per pixel on the training split.
 
-    ``images`` replaces the corpus (``image_dirs``, default the training corpus; ``limit`` its first N
-    training images). The program's ``meta["fit"]`` records how it was fitted.
+    ``color`` is the weight of colour-augmented copies of the images (:func:`normal_equations`; 0.25, the
+    search configs' ``color``, by default), ``seed`` draws their augmentation. ``images`` replaces the
+    corpus (``image_dirs``, default the training corpus; ``limit`` its first N training images). The
+    program's ``meta["fit"]`` records how it was fitted.
     """
     cfa = CFA(cfa)
     p = cfa.period
     taps = int(round(ops * p**2))
-    if not 1 <= radius <= p:  # checked before the corpus is read
+    if not 0.0 <= color <= 1.0:  # checked before the corpus is read
+        raise ValueError(f"color must be in [0, 1], got {color}")
+    if not 1 <= radius <= p:
         raise ValueError(f"radius must be 1 to {p} for {cfa.value} (a filter reaches at most one tile period)")
     if not 2 * p**2 <= taps <= 2 * p**2 * (2 * radius + 1) ** 2:
         raise ValueError(f"taps must be {2 * p**2} to {2 * p**2 * (2 * radius + 1) ** 2} for {cfa.value} (one per filter at least): --ops {ops:g} gives {taps}")
@@ -194,12 +225,12 @@ def fit_linear(cfa: CFA | str, ops: float, name: str | None = None, radius: int 
         from .data import load_split
 
         images = load_split("train", image_dirs, limit=limit)
-    ne = normal_equations(images, cfa, radius)
+    ne = normal_equations(images, cfa, radius, color=color, seed=seed)
     support = select_taps(ne, taps)
     total = sum(ne.error(t, s) for t, s in support.items())
     n = len(ne.targets) * ne.samples
     meta = {
         "description": f"sparse least-squares linear filters ({taps} taps per {cfa.period}x{cfa.period} tile)",
-        "fit": {"taps": taps, "radius": radius, "images": len(images), "samples_per_filter": ne.samples, "rms": float(np.sqrt(total / max(n, 1)))},
+        "fit": {"taps": taps, "radius": radius, "color": color, "seed": seed, "images": len(images), "samples_per_filter": ne.samples, "rms": float(np.sqrt(total / max(n, 1)))},
     }
     return fit_program(ne, support, name or f"{cfa.value}_lsq{taps}", meta)

@@ -56,6 +56,22 @@ def test_normal_equations_match_the_explicit_least_squares_problem(cfa):
         assert ne.error(t, sel) == pytest.approx(float(((A[:, sel] @ w - y) ** 2).sum()), rel=1e-6, abs=1e-9)
 
 
+def test_colour_augmented_copies_enter_with_their_weight():
+    from rawdemosaic.search.linear import _colour_augmented
+
+    imgs = _images(2, 30, seed=4)
+    plain = normal_equations(imgs, CFA.BAYER, radius=2)
+    mixed = normal_equations(imgs, CFA.BAYER, radius=2, color=0.25, seed=7)
+    augmented = normal_equations([_colour_augmented(im.astype(np.float64), np.random.default_rng([7, n])) for n, im in enumerate(imgs)], CFA.BAYER, radius=2)
+    assert mixed.samples == plain.samples
+    for t in plain.targets:
+        assert np.allclose(mixed.gram[t], 0.75 * plain.gram[t] + 0.25 * augmented.gram[t])
+        assert np.allclose(mixed.cross[t], 0.75 * plain.cross[t] + 0.25 * augmented.cross[t])
+    assert not np.allclose(augmented.cross[plain.targets[0]], plain.cross[plain.targets[0]])  # it does change the data
+    with pytest.raises(ValueError, match="color"):
+        normal_equations(imgs, CFA.BAYER, color=1.5)
+
+
 def test_more_taps_fit_better_and_swaps_never_hurt():
     ne = normal_equations(_images(), CFA.BAYER, radius=2)
 
@@ -132,7 +148,8 @@ def test_fit_linear_entry_adds_a_measured_entry_with_provenance(tmp_path):
     assert info is not None and info.name == "bayer_lsq20" and info.cost == pytest.approx(5)
     (entry,) = load_registry(into)
     prov = entry.provenance
-    assert prov["taps"] == 20 and prov["radius"] == 2 and prov["images"] == 3 and "fit-linear --cfa bayer --ops 5" in prov["command"]
+    assert prov["taps"] == 20 and prov["radius"] == 2 and prov["color"] == 0.25 and prov["images"] == 3
+    assert "fit-linear --cfa bayer --ops 5 --radius 2 --color 0.25 --seed 0" in prov["command"]
     assert set(entry.quality) == {str(tdir), f"{tdir}_linear"}
     assert json.loads((into / "bayer_lsq20.json").read_text())["nodes"][0]["domain"] == "srgb"
 
@@ -142,4 +159,6 @@ def test_fit_linear_cli_errors_exit_2(tmp_path, capsys):
     assert "taps must be" in capsys.readouterr().err
     assert cli.main(["fit-linear", "--cfa", "xtrans", "--ops", "3", "--radius", "7", "--into", str(tmp_path)]) == 2
     assert "radius must be" in capsys.readouterr().err
+    assert cli.main(["fit-linear", "--cfa", "bayer", "--ops", "5", "--color", "2", "--into", str(tmp_path)]) == 2
+    assert "color must be" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
