@@ -632,6 +632,8 @@ def _long_tiles(program: Program) -> bool:
     one contiguous stretch of memory, which streams best. Same-run A/Bs on 12 MP (uint16, linear kernels):
     16 x 2048 tiles ran 0 to 8% faster than 32 x 1024 ones, and these bands 0 to 30% faster than 16 x 2048
     tiles (a run-time tile width alone lost the interleaved stores; the constant blocks keep them)."""
+    if program.ensemble > 1:  # reflected copies in bands: Halide 21 took minutes to compile an X-Trans one
+        return False
     shapes = program.shapes()
     width = 1 + sum(shapes[n.id].channels / shapes[n.id].scale ** 2 for n in program.live_nodes() if get_op(n.op).heavy)
     return width <= 16
