@@ -4,7 +4,9 @@
 * A 12 MP mosaic (3000 x 4000 Bayer RGGB; X-Trans 3000 x 3996, the nearest multiple of its 6 px period) cut
   from the tiled Kodak24 images (random data if the test set is absent).
 * Registry kernels (Bayer and X-Trans) with uint16 in/out and float32 in/out, ``out=`` preallocated: median of
-  N runs after a warm-up, in MP/s.
+  N runs after a warm-up, in MP/s. As the converter runs them (linear light in and out: a kernel trained on
+  sRGB-encoded data encodes and decodes inside), and those also uint16 as the quality protocol scores them
+  (the sRGB-encoded mosaic in, sRGB out, no transfer: the input every peer gets).
 * Every in-process method (OpenCV, the kernels, LibRaw, colour-demosaicing) is timed in interleaved rounds,
   each round running every method once, so a kernel and the peer it is compared with see the same drift of a
   shared machine (``_common.timed_rounds``).
@@ -107,6 +109,7 @@ def main(argv=None) -> dict:
 
     import rawdemosaic
     from rawdemosaic.demosaic import get_kernel
+    from rawdemosaic.program.compiler import Kernel
 
     infos = rawdemosaic.kernels()
     if a.only:
@@ -168,6 +171,11 @@ def main(argv=None) -> dict:
             direct = k(src, pats[c], out=out) is out  # the kernel wrote straight into `out` (no copy)
             task(f"{info.name}:{tag}", lambda k=k, src=src, c=c, out=out: k(src, pats[c], out=out), reps,
                  f"{info.name}:{tag}", info.name, c, "registry", f"{dt} -> {dt}", src.shape, cost=info.cost, kernel=info.name, direct_out=direct)
+        if info.program().domain == "srgb":  # as the quality protocol runs it: the sRGB mosaic itself, no transfer
+            k = Kernel(info.program(), "uint16", "uint16", quiet=True)
+            out = outs[(c, "uint16")]
+            task(f"{info.name}:u16_srgb", lambda k=k, c=c, out=out: k(m16[c], pats[c], out=out), reps,
+                 f"{info.name}:u16_srgb", info.name, c, "registry", "uint16 -> uint16", m16[c].shape, cost=info.cost, kernel=info.name, note="sRGB in and out")
         if info is cheapest.get(c):
             k = get_kernel(info, "uint16", "uint16")
             task(f"{info.name}:u16_alloc", lambda k=k, c=c: k(m16[c], pats[c]), reps,
@@ -315,16 +323,23 @@ def render(doc: dict) -> str:
         f"Median of {doc['repeats']} runs after a warm-up (LibRaw, colour-demosaicing, demosaicnet: {doc['slow_repeats']}), "
         f"{'timed in interleaved rounds (each round runs every method once, so all see the same drift of the machine); ' if doc.get('interleaved') else ''}"
         "`out=`/`dst=` preallocated unless the row says otherwise. LibRaw = opening an uncompressed DNG + `postprocess` (16-bit, linear, raw colour). "
-        "colour-demosaicing and demosaicnet on the crops shown, scaled to MP/s. Ratio: throughput / OpenCV bilinear (uint16) of the same run.",
+        "colour-demosaicing and demosaicnet on the crops shown, scaled to MP/s. Ratio: throughput / OpenCV bilinear (uint16) of the same run. "
+        "Kernels trained on sRGB-encoded data run as the converter runs them (linear light in and out, the sRGB transfer inside the kernel) "
+        "and, uint16 only, as the quality protocol scores them (the sRGB-encoded mosaic in, sRGB out, no transfer: what the peers get too).",
         "",
     ]
     head = ["kernel / peer", "CFA", "cost (ops/px)", "in -> out", "pixels", "median ms", "MP/s", "x OpenCV bilinear"]
     order = sorted(doc["rows"], key=lambda r: (r["cfa"] != "bayer", r["kind"] != "registry", -r["mps"]))
+    srgb = {r["kernel"] for r in doc["rows"] if r.get("note") == "sRGB in and out"}
     rows = []
     for r in order:
         name = f"`{r['kernel']}`" if r["kind"] == "registry" else r["label"]
         if r.get("note", "").startswith("new output"):
             name += ", new output per call"
+        elif r.get("note") == "sRGB in and out":
+            name += ", sRGB in and out (as scored)"
+        elif r["kind"] == "registry" and r["kernel"] in srgb:
+            name += ", linear light (transfer inside)"
         rows.append([name, "Bayer" if r["cfa"] == "bayer" else "X-Trans", f"{r['cost']:g}" if "cost" in r else "", r["dtype"], f"{r['shape'][0]}x{r['shape'][1]}", f"{r['median_s'] * 1e3:.1f}", C.fmt_speed(r["mps"]), f"{r['x_opencv_bilinear']:.3g}"])
     lines.append(C.md_table(head, rows))
     if doc["end_to_end"]:

@@ -8,7 +8,7 @@ Subcommands::
             [--set KEY=VALUE ...] [--trained DIR [--train-only]] [--jobs N]
     prune   ENTRY --keep NODE=N ... [--models DIR] [--into DIR] [--name NAME] [--steps N] [--set KEY=VALUE ...]
             [--sets kodak24 mcmaster18] [--limit N] [--trained DIR [--train-only]]
-    fit-linear --cfa bayer|xtrans --ops N [--radius R] [--color W] [--seed N] [--name NAME] [--into DIR] [--sets ...] [--limit N]
+    fit-linear --cfa bayer|xtrans --ops N [N ...] [--radius R] [--color W] [--seed N] [--name NAME] [--into DIR] [--sets ...] [--limit N]
     report  [--models DIR] [--runs DIR ...] --out front.png
 
 ``--config`` takes a TOML path or the name of a packaged config (``smoke``, ``bayer``, ``xtrans``).
@@ -161,11 +161,7 @@ def export_run(run_dir: str | Path, into: str | Path | None = None, top: int | N
     from .export import export_entry
 
     info_run = json.loads((run_dir / "run.json").read_text())
-    images = None
-    if limit:
-        from ..evaluate import TEST_SETS, load_images
-
-        images = {k: load_images(TEST_SETS.get(k, k), limit=int(limit)) for k in sets}
+    images = _limited_images(sets, limit) if limit else None
     written = []
     prefix = ec.get("prefix", "search")
     for c in finalists:
@@ -199,7 +195,7 @@ def export_run(run_dir: str | Path, into: str | Path | None = None, top: int | N
             (prog.with_ensemble(n, name=f"{name}_x{n}"), {**run_info, "ensemble": n, "ensemble_of": name}) for n in ensemble
         ]
         for vprog, vinfo in variants:
-            q = _limited_quality(vprog, sets, images, limit) if limit else None
+            q = _limited_quality(vprog, sets, limit, images) if limit else None
             info = export_entry(vprog, vinfo, into, sets, quality=q)
             written.append(info)
             if not quiet:
@@ -210,10 +206,18 @@ def export_run(run_dir: str | Path, into: str | Path | None = None, top: int | N
     return written
 
 
-def _limited_quality(prog, sets: Sequence[str], images: dict, limit: int) -> dict:
-    """Quality on the first ``limit`` images of each set, under names that say so (``kodak24@2``)."""
+def _limited_images(sets: Sequence[str], limit: int) -> dict:
+    from ..evaluate import TEST_SETS, load_images
+
+    return {k: load_images(TEST_SETS.get(k, k), limit=int(limit)) for k in sets}
+
+
+def _limited_quality(prog, sets: Sequence[str], limit: int, images: dict | None = None) -> dict:
+    """Quality on the first ``limit`` images of each set (``images``: those, loaded once by the caller),
+    under names that say so (``kodak24@2``)."""
     from .export import measure_quality
 
+    images = images if images is not None else _limited_images(sets, limit)
     q0 = measure_quality(prog, sets, images=images, validation=False)
     return {(f"{k.split('_')[0]}@{limit}" + ("_linear" if k.endswith("_linear") else "")): v for k, v in q0.items()}
 
@@ -303,9 +307,7 @@ def prune_entry(entry: str, keep: dict, models: str | Path | None = None, into: 
     q = None
     sets = list(sets if sets is not None else ec["sets"])
     if limit:
-        from ..evaluate import TEST_SETS, load_images
-
-        q = _limited_quality(prog, sets, {k: load_images(TEST_SETS.get(k, k), limit=int(limit)) for k in sets}, int(limit))
+        q = _limited_quality(prog, sets, int(limit))
     into = Path(into) if into is not None else src
     written = export_entry(prog, run_info, into, sets, quality=q)
     if not quiet:
@@ -316,28 +318,27 @@ def prune_entry(entry: str, keep: dict, models: str | Path | None = None, into: 
 
 
 def fit_linear_entry(cfa: str, ops: float, into: str | Path | None = None, name: str | None = None, radius: int = 2, color: float = 0.25, seed: int = 0,
-                     sets: Sequence[str] | None = None, limit: int | None = None, images=None, quiet: bool = False, prune: bool = True):
+                     sets: Sequence[str] | None = None, limit: int | None = None, images=None, quiet: bool = False, prune: bool = True, normal=None):
     """Fit the sparse least-squares linear demosaicker of ``ops`` ops/pixel (:func:`.linear.fit_linear`) on the
-    training split, measure it and add it to the registry ``into``. ``images`` replaces the corpus (tests).
+    training split, measure it and add it to the registry ``into``. ``images`` replaces the corpus (tests);
+    ``normal``: its normal equations, already accumulated (:func:`.linear.training_equations`).
     Returns the written entry (``None`` when the registry's monotone front dropped it)."""
     from ..registry import default_models_dir
     from .export import export_entry
     from .linear import fit_linear
 
-    prog = fit_linear(cfa, ops, name=name, radius=radius, color=color, seed=seed, images=images)
+    prog = fit_linear(cfa, ops, name=name, radius=radius, color=color, seed=seed, images=images, normal=normal)
     fit = prog.meta["fit"]
     run_info = {
         "method": "sparse least squares (forward selection and swaps over all filters, exact weights)",
         "corpus": "given images" if images is not None else "training split of the default corpus",
         **fit,
-        "command": f"rawdemosaic search fit-linear --cfa {prog.cfa.value} --ops {ops:g} --radius {radius} --color {color:g} --seed {seed}" + (f" --name {name}" if name else ""),
+        "command": f"rawdemosaic search fit-linear --cfa {prog.cfa.value} --ops {ops:g} --radius {fit['radius']} --color {fit['color']:g} --seed {fit['seed']}" + (f" --name {name}" if name else ""),
     }
     sets = list(sets if sets is not None else ("kodak24", "mcmaster18"))
     q = None
     if limit:
-        from ..evaluate import TEST_SETS, load_images
-
-        q = _limited_quality(prog, sets, {k: load_images(TEST_SETS.get(k, k), limit=int(limit)) for k in sets}, int(limit))
+        q = _limited_quality(prog, sets, int(limit))
     into = Path(into) if into is not None else default_models_dir()
     written = export_entry(prog, run_info, into, sets, quality=q, validation=images is None)
     if not quiet:
@@ -419,7 +420,7 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--quiet", action="store_true")
     f = sub.add_parser("fit-linear", help="fit the sparse least-squares linear demosaicker of a given cost and add it to the registry")
     f.add_argument("--cfa", required=True, choices=["bayer", "xtrans"])
-    f.add_argument("--ops", type=float, required=True, help="multiply-adds per pixel (taps per tile / tile pixels)")
+    f.add_argument("--ops", type=float, nargs="+", required=True, help="multiply-adds per pixel (taps per tile / tile pixels); several: one entry each, from one pass over the corpus")
     f.add_argument("--radius", type=int, default=2, help="filter reach in pixels (default 2: 5x5 windows)")
     f.add_argument("--color", type=float, default=0.25, help="weight of colour-augmented copies of the images (default 0.25, as the search configs)")
     f.add_argument("--seed", type=int, default=0, help="draws the colour augmentation")
@@ -474,10 +475,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             elif info is None:
                 print("no entry written (dominated by a cheaper entry)")
         elif args.cmd == "fit-linear":
-            info = fit_linear_entry(args.cfa, args.ops, into=args.into, name=args.name, radius=args.radius, color=args.color, seed=args.seed,
-                                    sets=args.sets, limit=args.limit, quiet=args.quiet)
-            if info is None:
-                print("no entry written (dominated by a cheaper entry)")
+            from .linear import training_equations
+
+            if args.name and len(args.ops) > 1:
+                raise ValueError("--name names one entry: give one --ops with it")
+            ne = training_equations(args.cfa, args.radius, args.color, args.seed, ops=args.ops)  # once for every cost
+            for ops in args.ops:
+                info = fit_linear_entry(args.cfa, ops, into=args.into, name=args.name, radius=args.radius, color=args.color, seed=args.seed,
+                                        sets=args.sets, limit=args.limit, quiet=args.quiet, normal=ne)
+                if info is None:
+                    print(f"--ops {ops:g}: no entry written (dominated by a cheaper entry)")
         elif args.cmd == "report":
             from .report import plot_front
 

@@ -46,6 +46,7 @@ __all__ = [
     "split_files",
     "load_split",
     "augment",
+    "recolour",
     "dead_leaves",
     "zone_plate",
     "strokes",
@@ -115,6 +116,14 @@ def augment(img: np.ndarray, code: int) -> np.ndarray:
     if code & 4:
         img = img.swapaxes(0, 1)
     return img
+
+
+def recolour(img: np.ndarray, perm: np.ndarray, gain: float) -> np.ndarray:
+    """The colour augmentation: channels permuted by ``perm``, saturation scaled by ``gain`` about each
+    pixel's mean, clipped to [0, 1] (``(..., 3)`` floats)."""
+    a = img[..., perm]
+    mean = a.mean(axis=-1, keepdims=True)
+    return np.clip(mean + (a - mean) * gain, 0.0, 1.0)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -339,10 +348,7 @@ class PatchDataset(torch.utils.data.Dataset):
             srgb = crops[part] / np.float32(255.0)
             for j, k in enumerate(part):
                 if int(k) in colour:
-                    perm, gain = colour[int(k)]
-                    a = srgb[j][..., perm]
-                    mean = a.mean(axis=-1, keepdims=True)
-                    srgb[j] = np.clip(mean + (a - mean) * gain, 0.0, 1.0)
+                    srgb[j] = recolour(srgb[j], *colour[int(k)])
             m[s : s + self._chunk], rgb[s : s + self._chunk] = self._to_pairs(srgb)
         return m, rgb
 

@@ -33,7 +33,7 @@ from rawdemosaic.cfa import CFA, CFAPattern, mosaic
 from rawdemosaic.program.classical import linear_program
 from rawdemosaic.program.graph import Program
 
-__all__ = ["NormalEquations", "normal_equations", "select_taps", "fit_program", "fit_linear"]
+__all__ = ["NormalEquations", "normal_equations", "training_equations", "select_taps", "fit_program", "fit_linear"]
 
 Target = tuple[int, int, int]  # (colour, tile row j, tile column i) of a missing colour
 
@@ -49,6 +49,9 @@ class NormalEquations:
     cross: dict[Target, np.ndarray] = field(default_factory=dict)  # A^T y
     energy: dict[Target, float] = field(default_factory=dict)  # y^T y
     samples: int = 0  # pixels per tile position (phase (0, 0)) summed over, augmented copies not counted
+    images: int = 0
+    color: float = 0.0  # weight of the colour-augmented copies, and the seed that drew them
+    seed: int = 0
 
     @property
     def targets(self) -> list[Target]:
@@ -71,11 +74,11 @@ def _solve(G: np.ndarray, b: np.ndarray, yy: float, sel: list[int]) -> tuple[np.
 
 
 def _colour_augmented(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """A random channel permutation and a saturation gain in [1, 2] about each pixel's mean (the training
-    data's colour augmentation, :class:`rawdemosaic.search.data.PatchDataset`)."""
-    a = img[..., rng.permutation(3)]
-    mean = a.mean(axis=-1, keepdims=True)
-    return np.clip(mean + (a - mean) * rng.uniform(1.0, 2.0), 0.0, 1.0)
+    """The training data's colour augmentation (:func:`rawdemosaic.search.data.recolour`): a random channel
+    permutation and a saturation gain in [1, 2]."""
+    from .data import recolour
+
+    return recolour(img, rng.permutation(3), rng.uniform(1.0, 2.0))
 
 
 def normal_equations(images: Iterable[np.ndarray], cfa: CFA | str = CFA.BAYER, radius: int = 2, color: float = 0.0, seed: int = 0) -> NormalEquations:
@@ -87,18 +90,16 @@ def normal_equations(images: Iterable[np.ndarray], cfa: CFA | str = CFA.BAYER, r
     ``seed`` and the image's index), with weight ``color`` against ``1 - color`` for the image itself: the
     fit's share of augmented data, as the training data's ``color`` fraction of augmented crops.
     """
-    if not 0.0 <= color <= 1.0:
-        raise ValueError(f"color must be in [0, 1], got {color}")
     cfa = CFA(cfa)
+    _check(cfa, radius, color)
     p = cfa.period
-    if not 1 <= radius <= p:
-        raise ValueError(f"radius must be 1 to {p} for {cfa.value} (a filter reaches at most one tile period)")
     pat = cfa.canonical
     offs = [(dy, dx) for dy in range(-radius, radius + 1) for dx in range(-radius, radius + 1)]
     targets = [(c, j, i) for j in range(p) for i in range(p) for c in range(3) if pat[j, i] != c]
     k = len(offs)
-    ne = NormalEquations(cfa, radius, offs, {t: np.zeros((k, k)) for t in targets}, {t: np.zeros(k) for t in targets}, {t: 0.0 for t in targets})
+    ne = NormalEquations(cfa, radius, offs, {t: np.zeros((k, k)) for t in targets}, {t: np.zeros(k) for t in targets}, {t: 0.0 for t in targets}, color=color, seed=seed)
     for n, img in enumerate(images):
+        ne.images += 1
         rgb = np.asarray(img, np.float64)
         if color < 1.0:
             _accumulate(ne, rgb, 1.0 - color)
@@ -203,34 +204,56 @@ def fit_program(ne: NormalEquations, support: dict[Target, list[int]], name: str
     return prog.with_domain("srgb")
 
 
-def fit_linear(cfa: CFA | str, ops: float, name: str | None = None, radius: int = 2, color: float = 0.25, seed: int = 0,
-               images: Sequence[np.ndarray] | None = None, image_dirs: Sequence[str] | None = None, limit: int | None = None) -> Program:
-    """The sparse least-squares linear demosaicker of ``ops`` multiply-adds per pixel on the training split.
-
-    ``color`` is the weight of colour-augmented copies of the images (:func:`normal_equations`; 0.25, the
-    search configs' ``color``, by default), ``seed`` draws their augmentation. ``images`` replaces the
-    corpus (``image_dirs``, default the training corpus; ``limit`` its first N training images). The
-    program's ``meta["fit"]`` records how it was fitted.
-    """
-    cfa = CFA(cfa)
+def _check(cfa: CFA, radius: int, color: float, ops: float | None = None) -> None:
     p = cfa.period
-    taps = int(round(ops * p**2))
-    if not 0.0 <= color <= 1.0:  # checked before the corpus is read
+    if not 0.0 <= color <= 1.0:
         raise ValueError(f"color must be in [0, 1], got {color}")
     if not 1 <= radius <= p:
         raise ValueError(f"radius must be 1 to {p} for {cfa.value} (a filter reaches at most one tile period)")
-    if not 2 * p**2 <= taps <= 2 * p**2 * (2 * radius + 1) ** 2:
-        raise ValueError(f"taps must be {2 * p**2} to {2 * p**2 * (2 * radius + 1) ** 2} for {cfa.value} (one per filter at least): --ops {ops:g} gives {taps}")
+    if ops is not None:
+        taps = int(round(ops * p**2))
+        if not 2 * p**2 <= taps <= 2 * p**2 * (2 * radius + 1) ** 2:
+            raise ValueError(f"taps must be {2 * p**2} to {2 * p**2 * (2 * radius + 1) ** 2} for {cfa.value} (one per filter at least): --ops {ops:g} gives {taps}")
+
+
+def training_equations(cfa: CFA | str, radius: int = 2, color: float = 0.25, seed: int = 0, images: Sequence[np.ndarray] | None = None,
+                       image_dirs: Sequence[str] | None = None, limit: int | None = None, ops: Sequence[float] = ()) -> NormalEquations:
+    """The normal equations of the training split (``images`` replaces it; ``image_dirs``, ``limit``: its
+    corpus and first N images), shared by fits of several costs. ``ops`` are checked before the corpus is read."""
+    cfa = CFA(cfa)
+    for o in ops or [None]:
+        _check(cfa, radius, color, o)
     if images is None:
         from .data import load_split
 
         images = load_split("train", image_dirs, limit=limit)
-    ne = normal_equations(images, cfa, radius, color=color, seed=seed)
+    return normal_equations(images, cfa, radius, color=color, seed=seed)
+
+
+def fit_linear(cfa: CFA | str, ops: float, name: str | None = None, radius: int = 2, color: float = 0.25, seed: int = 0,
+               images: Sequence[np.ndarray] | None = None, image_dirs: Sequence[str] | None = None, limit: int | None = None,
+               normal: NormalEquations | None = None) -> Program:
+    """The sparse least-squares linear demosaicker of ``ops`` multiply-adds per pixel on the training split.
+
+    ``color`` is the weight of colour-augmented copies of the images (:func:`normal_equations`; 0.25, the
+    search configs' ``color``, by default), ``seed`` draws their augmentation. ``images`` replaces the
+    corpus (``image_dirs``, default the training corpus; ``limit`` its first N training images). ``normal``:
+    equations already accumulated (:func:`training_equations`), whose radius, colour weight and seed then
+    apply. The program's ``meta["fit"]`` records how it was fitted.
+    """
+    cfa = CFA(cfa)
+    if normal is None:
+        normal = training_equations(cfa, radius, color, seed, images, image_dirs, limit, ops=[ops])
+    elif normal.cfa is not cfa:
+        raise ValueError(f"normal equations of {normal.cfa.value}, not {cfa.value}")
+    ne = normal
+    _check(cfa, ne.radius, ne.color, ops)
+    taps = int(round(ops * cfa.period**2))
     support = select_taps(ne, taps)
     total = sum(ne.error(t, s) for t, s in support.items())
     n = len(ne.targets) * ne.samples
     meta = {
         "description": f"sparse least-squares linear filters ({taps} taps per {cfa.period}x{cfa.period} tile)",
-        "fit": {"taps": taps, "radius": radius, "color": color, "seed": seed, "images": len(images), "samples_per_filter": ne.samples, "rms": float(np.sqrt(total / max(n, 1)))},
+        "fit": {"taps": taps, "radius": ne.radius, "color": ne.color, "seed": ne.seed, "images": ne.images, "samples_per_filter": ne.samples, "rms": float(np.sqrt(total / max(n, 1)))},
     }
     return fit_program(ne, support, name or f"{cfa.value}_lsq{taps}", meta)

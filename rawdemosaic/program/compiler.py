@@ -232,12 +232,13 @@ def build_pipeline(program: Program, in_dtype: str = "float32", out_dtype: str =
         # and LLVM need not clamp again; an exact [0, 65535] float clamp left both clamps in the loop
         q = hl.cast(hl.Int(32), hl.clamp(val * 65535.0 + 0.5, hl.f32(-1.0), hl.f32(65536.0)))
         q = hl.saturating_cast(hl.UInt(16), q)
-        if in_dtype == "uint16" and not transfer and len(lowered) == 1 and _passes_samples(program):
-            # the sensor's own samples are copied as they are, not round-tripped through float: a third of
-            # the output values skip the conversions (the select folds away in the phase-unrolled loops)
+        if in_dtype == "uint16" and len(lowered) == 1 and _passes_samples(program):
+            # the sensor's own samples are copied as they are, not round-tripped through float (and the sRGB
+            # transfer): a third of the output values skip the conversions and the decode (the select folds
+            # away in the phase-unrolled loops). With the transfer they come from the tile's raw copy.
             pat = program.cfa.canonical
             known = hl.mux((y % p) * p + (x % p), [hl.u8(int(v)) for v in pat.ravel()]) == hl.cast(hl.UInt(8), c)
-            q = hl.select(known, lowered[0].ext[x, y, 0], q)
+            q = hl.select(known, lowered[0].raw[x, y, 0], q)
         out[c, x, y] = q
 
     _schedule(hl, out, lowered, program, x, y, c, wd)
@@ -257,8 +258,9 @@ def _passes_samples(program: Program) -> bool:
 class _Lowered:
     """One copy of a program's graph in Halide: its output Func and what the schedule materialises."""
 
-    def __init__(self, rgb, ext, heavy, helpers, stacks, out_mod):
+    def __init__(self, rgb, ext, raw, heavy, helpers, stacks, out_mod):
         self.rgb, self.ext, self.heavy, self.helpers, self.stacks = rgb, ext, heavy, helpers, stacks
+        self.raw = raw  # the extended mosaic in the input's type (ext itself, unless ext holds it encoded)
         self.out_mod = out_mod  # phase modulus of the output expression
 
 
@@ -274,9 +276,12 @@ def _lower_graph(hl: Any, program: Program, inp: Any, in_dtype: str, transfer: b
     ys = _fold(hl, yr, inp.dim(1).min(), inp.dim(1).extent(), p)
     norm = (lambda v: hl.f32(v)) if in_dtype == "float32" else (lambda v: hl.f32(v) * hl.f32(1.0 / 65535.0))
     mosaic = hl.Func(f"mosaic_f32{tag}")
+    raw = ext  # the extended mosaic in the input's type, materialised per tile
     if transfer:  # encode once per input pixel (uint16: a table look-up), materialised as float32
-        if in_dtype == "uint16":
-            ext[x, y, c] = _owned_buffer(hl, _srgb_encode_table(), f"srgb_encode{tag}")[hl.cast(hl.Int(32), inp[xs, ys])]
+        if in_dtype == "uint16":  # the samples themselves are materialised too, for the output to copy
+            raw = hl.Func(f"mosaic_raw{tag}")
+            raw[x, y, c] = inp[xs, ys]
+            ext[x, y, c] = _owned_buffer(hl, _srgb_encode_table(), f"srgb_encode{tag}")[hl.cast(hl.Int(32), raw[x, y, 0])]
         else:
             ext[x, y, c] = _srgb_encode(hl, norm(inp[xs, ys]))
         mosaic[x, y, c] = ext[x, y, c]
@@ -341,7 +346,7 @@ def _lower_graph(hl: Any, program: Program, inp: Any, in_dtype: str, transfer: b
         mat[x, y, c] = rgb[x, y, c]
         stacks.append((mat, out_mod, 3))
         rgb = mat
-    return _Lowered(rgb, ext, heavy, ctx.helpers, stacks, out_mod)
+    return _Lowered(rgb, ext, raw, heavy, ctx.helpers, stacks, out_mod)
 
 
 _DENSE_MIN_FANIN = 16  # taps x input channels below which constant-weight expressions are as good
@@ -722,6 +727,8 @@ def _schedule(hl, out, copies, program, x, y, c, wd: _Widths) -> None:
 
     for g in copies:  # each ensemble copy's intermediates per tile, over the tile's reflection
         materialise(g.ext, 1, channels=1)
+        if g.raw is not g.ext:
+            materialise(g.raw, 1, channels=1)
         for f, mod, channels in g.stacks:
             materialise(f, mod, channels=channels)
         for node, mod in g.heavy:

@@ -50,14 +50,19 @@ def test_uint16_in_and_out():
     assert np.abs(outf - ref).max() < 1e-5
 
 
-@pytest.mark.parametrize("name", ["bayer_malvar", "bg_bayer_bayer_gpu_c112", "xtrans_linear", "xs_xtrans_xtrans_low_c93"])
-def test_uint16_output_copies_the_sensors_own_samples(name):
+@pytest.mark.parametrize(("name", "linear_io"), [("bayer_malvar", False), ("bg_bayer_bayer_gpu_c112", False), ("xtrans_linear", False),
+                                               ("xs_xtrans_xtrans_low_c93", False), ("bayer_lsq40", True), ("xs_xtrans_xtrans_low_c93", True)])
+def test_uint16_output_copies_the_sensors_own_samples(name, linear_io):
     """uint16 in and out: where the CFA has a colour, the output is the mosaic sample itself (copied, not
-    round-tripped through float), in every phase; the interpolated values round the reference."""
+    round-tripped through float or the sRGB transfer), in every phase; the interpolated values round the
+    reference."""
+    from rawdemosaic.evaluate import linear_to_srgb, srgb_to_linear
+
     entry = next(e for e in ENTRIES if e.name == name)
     prog = entry.program()
     assert compiler._passes_samples(prog)
-    k = Kernel(prog, "uint16", "uint16", quiet=True)
+    k = Kernel(prog, "uint16", "uint16", quiet=True, linear_io=linear_io)
+    assert k.transfer == linear_io
     rng = np.random.default_rng(1)
     for dy, dx in PHASES[entry.cfa][:: 1 if entry.cfa is CFA.BAYER else 7]:
         pat = CFAPattern(entry.cfa, dy, dx)
@@ -67,8 +72,9 @@ def test_uint16_output_copies_the_sensors_own_samples(name):
         for ch in range(3):
             own = colours == ch
             assert np.array_equal(out[..., ch][own], m16[own]), (name, (dy, dx), ch)
-        ref = np.round(np.clip(run_reference(prog, m16.astype(np.float32) / 65535, pat), 0, 1) * 65535)
-        assert np.abs(out.astype(np.float64) - ref).max() <= 1
+        m = m16.astype(np.float32) / 65535
+        ref = srgb_to_linear(run_reference(prog, linear_to_srgb(m), pat)) if linear_io else run_reference(prog, m, pat)
+        assert np.abs(out.astype(np.float64) - np.round(np.clip(ref, 0, 1) * 65535)).max() <= 1
 
 
 def _colour_map(pat, shape):

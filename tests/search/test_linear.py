@@ -12,7 +12,7 @@ from rawdemosaic.program.compiler import Kernel
 from rawdemosaic.program.reference import run_reference
 from rawdemosaic.registry import load_registry
 from rawdemosaic.search import cli
-from rawdemosaic.search.linear import fit_program, normal_equations, select_taps
+from rawdemosaic.search.linear import fit_linear, fit_program, normal_equations, select_taps, training_equations
 
 
 def _images(n=3, size=40, seed=0):
@@ -81,7 +81,8 @@ def test_more_taps_fit_better_and_swaps_never_hurt():
     errs = []
     for taps in (8, 16, 24, 40):
         greedy, swapped = select_taps(ne, taps, swaps=False), select_taps(ne, taps)
-        assert sum(map(len, swapped.values())) == taps and all(len(v) >= 1 for v in swapped.values()) or taps == 8
+        assert sum(map(len, swapped.values())) == taps
+        assert all(len(v) >= 1 for v in swapped.values())  # no filter is emptied
         assert total(swapped) <= total(greedy) + 1e-12
         errs.append(total(swapped))
     assert all(a > b for a, b in zip(errs, errs[1:]))
@@ -154,7 +155,22 @@ def test_fit_linear_entry_adds_a_measured_entry_with_provenance(tmp_path):
     assert json.loads((into / "bayer_lsq20.json").read_text())["nodes"][0]["domain"] == "srgb"
 
 
+def test_fits_of_several_costs_share_one_pass_over_the_images():
+    imgs = _images(3, 40, seed=4)
+    ne = training_equations("bayer", radius=2, color=0.25, seed=3, images=imgs, ops=[3, 4])
+    assert (ne.images, ne.color, ne.seed) == (3, 0.25, 3)
+    for ops in (3, 4):
+        shared, alone = fit_linear("bayer", ops, normal=ne), fit_linear("bayer", ops, color=0.25, seed=3, images=imgs)
+        assert shared.digest() == alone.digest() and shared.meta["fit"] == alone.meta["fit"]
+    with pytest.raises(ValueError, match="not xtrans"):
+        fit_linear("xtrans", 3, normal=ne)
+    with pytest.raises(ValueError, match="taps must be"):  # every cost is checked before the images are read
+        training_equations("bayer", ops=[3, 0.5], images=iter(()))
+
+
 def test_fit_linear_cli_errors_exit_2(tmp_path, capsys):
+    assert cli.main(["fit-linear", "--cfa", "bayer", "--ops", "5", "6", "--name", "x", "--into", str(tmp_path)]) == 2
+    assert "--name names one entry" in capsys.readouterr().err
     assert cli.main(["fit-linear", "--cfa", "bayer", "--ops", "0.5", "--into", str(tmp_path)]) == 2
     assert "taps must be" in capsys.readouterr().err
     assert cli.main(["fit-linear", "--cfa", "xtrans", "--ops", "3", "--radius", "7", "--into", str(tmp_path)]) == 2
