@@ -171,7 +171,7 @@ def main(argv=None) -> dict:
             direct = k(src, pats[c], out=out) is out  # the kernel wrote straight into `out` (no copy)
             task(f"{info.name}:{tag}", lambda k=k, src=src, c=c, out=out: k(src, pats[c], out=out), reps,
                  f"{info.name}:{tag}", info.name, c, "registry", f"{dt} -> {dt}", src.shape, cost=info.cost, kernel=info.name, direct_out=direct)
-        if info.program().domain == "srgb":  # as the quality protocol runs it: the sRGB mosaic itself, no transfer
+        if info.program().domain != "linear":  # as the quality protocol runs it: the sRGB mosaic itself, no transfer
             k = Kernel(info.program(), "uint16", "uint16", quiet=True)
             out = outs[(c, "uint16")]
             task(f"{info.name}:u16_srgb", lambda k=k, c=c, out=out: k(m16[c], pats[c], out=out), reps,

@@ -8,7 +8,7 @@ Subcommands::
             [--set KEY=VALUE ...] [--trained DIR [--train-only]] [--jobs N]
     prune   ENTRY --keep NODE=N ... [--models DIR] [--into DIR] [--name NAME] [--steps N] [--set KEY=VALUE ...]
             [--sets kodak24 mcmaster18] [--limit N] [--trained DIR [--train-only]]
-    fit-linear --cfa bayer|xtrans --ops N [N ...] [--radius R] [--color W] [--seed N] [--name NAME] [--into DIR] [--sets ...] [--limit N]
+    fit-linear --cfa bayer|xtrans --ops N [N ...] [--radius R] [--domain srgb|gamma2] [--color W] [--seed N] [--name NAME] [--into DIR] [--sets ...] [--limit N]
     report  [--models DIR] [--runs DIR ...] --out front.png
 
 ``--config`` takes a TOML path or the name of a packaged config (``smoke``, ``bayer``, ``xtrans``).
@@ -318,7 +318,8 @@ def prune_entry(entry: str, keep: dict, models: str | Path | None = None, into: 
 
 
 def fit_linear_entry(cfa: str, ops: float, into: str | Path | None = None, name: str | None = None, radius: int = 2, color: float = 0.25, seed: int = 0,
-                     sets: Sequence[str] | None = None, limit: int | None = None, images=None, quiet: bool = False, prune: bool = True, normal=None):
+                     sets: Sequence[str] | None = None, limit: int | None = None, images=None, quiet: bool = False, prune: bool = True, normal=None,
+                     domain: str = "srgb"):
     """Fit the sparse least-squares linear demosaicker of ``ops`` ops/pixel (:func:`.linear.fit_linear`) on the
     training split, measure it and add it to the registry ``into``. ``images`` replaces the corpus (tests);
     ``normal``: its normal equations, already accumulated (:func:`.linear.training_equations`).
@@ -327,13 +328,13 @@ def fit_linear_entry(cfa: str, ops: float, into: str | Path | None = None, name:
     from .export import export_entry
     from .linear import fit_linear
 
-    prog = fit_linear(cfa, ops, name=name, radius=radius, color=color, seed=seed, images=images, normal=normal)
+    prog = fit_linear(cfa, ops, name=name, radius=radius, color=color, seed=seed, images=images, normal=normal, domain=domain)
     fit = prog.meta["fit"]
     run_info = {
         "method": "sparse least squares (forward selection and swaps over all filters, exact weights)",
         "corpus": "given images" if images is not None else "training split of the default corpus",
         **fit,
-        "command": f"rawdemosaic search fit-linear --cfa {prog.cfa.value} --ops {ops:g} --radius {fit['radius']} --color {fit['color']:g} --seed {fit['seed']}" + (f" --name {name}" if name else ""),
+        "command": f"rawdemosaic search fit-linear --cfa {prog.cfa.value} --ops {ops:g} --radius {fit['radius']} --domain {fit['domain']} --color {fit['color']:g} --seed {fit['seed']}" + (f" --name {name}" if name else ""),
     }
     sets = list(sets if sets is not None else ("kodak24", "mcmaster18"))
     q = None
@@ -422,6 +423,7 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--cfa", required=True, choices=["bayer", "xtrans"])
     f.add_argument("--ops", type=float, nargs="+", required=True, help="multiply-adds per pixel (taps per tile / tile pixels); several: one entry each, from one pass over the corpus")
     f.add_argument("--radius", type=int, default=2, help="filter reach in pixels (default 2: 5x5 windows)")
+    f.add_argument("--domain", default="srgb", help="encoding the filters work in: srgb (default) or gamma2 (square root of linear light: a cheaper transfer)")
     f.add_argument("--color", type=float, default=0.25, help="weight of colour-augmented copies of the images (default 0.25, as the search configs)")
     f.add_argument("--seed", type=int, default=0, help="draws the colour augmentation")
     f.add_argument("--name", default=None, help="entry name (default <cfa>_lsq<taps>)")
@@ -479,7 +481,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             if args.name and len(args.ops) > 1:
                 raise ValueError("--name names one entry: give one --ops with it")
-            ne = training_equations(args.cfa, args.radius, args.color, args.seed, ops=args.ops)  # once for every cost
+            ne = training_equations(args.cfa, args.radius, args.color, args.seed, ops=args.ops, domain=args.domain)  # once for every cost
             for ops in args.ops:
                 info = fit_linear_entry(args.cfa, ops, into=args.into, name=args.name, radius=args.radius, color=args.color, seed=args.seed,
                                         sets=args.sets, limit=args.limit, quiet=args.quiet, normal=ne)

@@ -65,7 +65,7 @@ def test_bits_and_develop_options(sample_dngs):
     assert not np.array_equal(u8, iio.imread(path))
     # budget picks the kernel
     assert iio.immeta(path, budget=8)["kernel"] == "bayer_bilinear"
-    assert iio.immeta(path, budget=10)["kernel"] == "bayer_lsq40"
+    assert iio.immeta(path, budget=10)["kernel"] == "bayer_lsq40g"
     assert iio.immeta(path, budget=50)["kernel"] == "bayer_malvar"
     with pytest.raises(rawdemosaic.BudgetError):
         iio.imread(path, budget=1)

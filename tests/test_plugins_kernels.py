@@ -92,7 +92,7 @@ def test_pack_listed(good_pack):
 
 def test_pack_selected_by_name_and_budget(good_pack):
     assert choose("RGGB", kernel="demo_pack_bilinear").source == "plugin:demo"
-    # quality 32.0 between bilinear (31.2) and Malvar (35.1): best within 8 ops/pixel (below bayer_lsq40's
+    # quality 32.0 between bilinear (31.2) and Malvar (35.1): best within 8 ops/pixel (below bayer_lsq40g's
     # 10), not within 100
     assert choose("GRBG", budget=8).name == "demo_pack_bilinear"
     assert choose("RGGB", budget=50).name == "bayer_malvar"

@@ -186,12 +186,30 @@ def _srgb_encode_table() -> np.ndarray:
     return np.where(v <= 0.0031308, v * 12.92, 1.055 * v ** (1.0 / 2.4) - 0.055).astype(np.float32)
 
 
+def _encode(hl: Any, domain: str, v: Any) -> Any:
+    """Linear light (float) to ``domain``."""
+    return _srgb_encode(hl, v) if domain == "srgb" else hl.sqrt(hl.max(v, hl.f32(0.0)))
+
+
+def _decode(hl: Any, domain: str, v: Any) -> Any:
+    """``domain`` to linear light, float output (negative values stay negative, as the sRGB decode's)."""
+    return _srgb_decode(hl, v) if domain == "srgb" else v * hl.abs(v)
+
+
+def _decode_unit(hl: Any, domain: str, v: Any) -> Any:
+    """``domain`` to linear light of ``v`` clamped to ``[0, 1]`` (integer output)."""
+    if domain == "srgb":
+        return _srgb_decode_unit(hl, v)
+    w = hl.clamp(v, hl.f32(0.0), hl.f32(1.0))
+    return w * w
+
+
 def build_pipeline(program: Program, in_dtype: str = "float32", out_dtype: str = "float32", linear_io: bool = False, target: str | None = None):
     """Lower ``program`` to ``(pipeline, [mosaic ImageParam])`` with its schedule for ``target``
     (default :func:`host_target`; the vector width and register blocking follow it, :func:`_widths`).
 
-    With ``linear_io`` a program of domain ``"srgb"`` gets linear light in and out: the mosaic is encoded
-    with the sRGB transfer curve (once per input pixel, in the materialised input) and the result decoded.
+    With ``linear_io`` a program of domain ``"srgb"`` or ``"gamma2"`` gets linear light in and out: the mosaic
+    is encoded (once per input pixel, in the materialised input) and the result decoded.
     An ensemble program lowers its graph once per reflection of the mosaic (each copy reading its own
     reflected view of the extended mosaic, :mod:`rawdemosaic.program.ensemble`) and averages the copies
     before the output encoding.
@@ -203,7 +221,7 @@ def build_pipeline(program: Program, in_dtype: str = "float32", out_dtype: str =
     p = program.period
     x, y, c = hl.Var("x"), hl.Var("y"), hl.Var("c")
     inp = hl.ImageParam(hl.Float(32) if in_dtype == "float32" else hl.UInt(16), 2, "mosaic")
-    transfer = linear_io and program.domain == "srgb"
+    transfer = program.domain if linear_io and program.domain != "linear" else None  # the encoding to undo
     lowered, rgb = [], None
     for k, (sx, sy) in enumerate(reflections(program.ensemble)):
         a, b = pattern_offsets(program.cfa.canonical, sx, sy)
@@ -224,9 +242,9 @@ def build_pipeline(program: Program, in_dtype: str = "float32", out_dtype: str =
         rgb = rgb * hl.f32(1.0 / len(lowered))
     out = hl.Func("rgb_out")
     if out_dtype == "float32":
-        out[c, x, y] = _srgb_decode(hl, rgb) if transfer else rgb
-    else:  # saturates at 1: the decode may clamp first, and run as a polynomial
-        val = _srgb_decode_unit(hl, rgb) if transfer else rgb
+        out[c, x, y] = _decode(hl, transfer, rgb) if transfer else rgb
+    else:  # saturates at 1: the decode may clamp first (and the sRGB one run as a polynomial)
+        val = _decode_unit(hl, transfer, rgb) if transfer else rgb
         # to int32 (truncating: +0.5 rounds), then saturated to uint16 by the integer pack (vpackusdw):
         # the float clamp only keeps the conversion in int32's range, so it can be loose ([-1, 65536])
         # and LLVM need not clamp again; an exact [0, 65535] float clamp left both clamps in the loop
@@ -264,9 +282,10 @@ class _Lowered:
         self.out_mod = out_mod  # phase modulus of the output expression
 
 
-def _lower_graph(hl: Any, program: Program, inp: Any, in_dtype: str, transfer: bool, xr: Any, yr: Any, tag: str, wd: _Widths) -> _Lowered:
-    """Lower the graph on the extended mosaic read at ``(xr, yr)`` (the identity, or a reflection);
-    ``tag`` keeps the Func and buffer names of ensemble copies apart."""
+def _lower_graph(hl: Any, program: Program, inp: Any, in_dtype: str, transfer: str | None, xr: Any, yr: Any, tag: str, wd: _Widths) -> _Lowered:
+    """Lower the graph on the extended mosaic read at ``(xr, yr)`` (the identity, or a reflection), encoded
+    to the domain ``transfer`` (``None``: as it is); ``tag`` keeps the Func and buffer names of ensemble
+    copies apart."""
     shapes = program.shapes()
     p = program.period
     x, y, c = hl.Var("x"), hl.Var("y"), hl.Var("c")
@@ -277,13 +296,16 @@ def _lower_graph(hl: Any, program: Program, inp: Any, in_dtype: str, transfer: b
     norm = (lambda v: hl.f32(v)) if in_dtype == "float32" else (lambda v: hl.f32(v) * hl.f32(1.0 / 65535.0))
     mosaic = hl.Func(f"mosaic_f32{tag}")
     raw = ext  # the extended mosaic in the input's type, materialised per tile
-    if transfer:  # encode once per input pixel (uint16: a table look-up), materialised as float32
+    if transfer:  # encode once per input pixel (uint16 to sRGB: a table look-up), materialised as float32
         if in_dtype == "uint16":  # the samples themselves are materialised too, for the output to copy
             raw = hl.Func(f"mosaic_raw{tag}")
             raw[x, y, c] = inp[xs, ys]
-            ext[x, y, c] = _owned_buffer(hl, _srgb_encode_table(), f"srgb_encode{tag}")[hl.cast(hl.Int(32), raw[x, y, 0])]
+            if transfer == "srgb":
+                ext[x, y, c] = _owned_buffer(hl, _srgb_encode_table(), f"srgb_encode{tag}")[hl.cast(hl.Int(32), raw[x, y, 0])]
+            else:
+                ext[x, y, c] = _encode(hl, transfer, norm(raw[x, y, 0]))
         else:
-            ext[x, y, c] = _srgb_encode(hl, norm(inp[xs, ys]))
+            ext[x, y, c] = _encode(hl, transfer, norm(inp[xs, ys]))
         mosaic[x, y, c] = ext[x, y, c]
     else:
         ext[x, y, c] = inp[xs, ys]  # materialised per tile in the input's own type
@@ -802,8 +824,8 @@ class Kernel:
     target
         Halide target string; default :func:`host_target`.
     linear_io
-        Take and return linear light whatever the program's domain: a program trained for ``"srgb"``
-        data gets its input encoded and its output decoded inside the kernel. Without it the kernel
+        Take and return linear light whatever the program's domain: a program trained for ``"srgb"`` or
+        ``"gamma2"`` data gets its input encoded and its output decoded inside the kernel. Without it the kernel
         computes in the program's own domain (how the quality protocol feeds it sRGB test images).
     quiet
         Suppress the one-line message printed when a kernel is compiled rather than found in the cache.
@@ -812,7 +834,7 @@ class Kernel:
     def __init__(self, program: Program, in_dtype: str = "float32", out_dtype: str = "float32", target: str | None = None, quiet: bool = False, linear_io: bool = False):
         self.program = program
         self.in_dtype, self.out_dtype = in_dtype, out_dtype
-        self.transfer = bool(linear_io) and program.domain == "srgb"  # only then does linear_io change the code
+        self.transfer = bool(linear_io) and program.domain != "linear"  # only then does linear_io change the code
         self.target = target or host_target()
         self.quiet = quiet
         self._fn = None

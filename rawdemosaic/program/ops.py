@@ -35,7 +35,7 @@ from ..errors import ProgramError
 
 __all__ = ["Shape", "Op", "OPS", "DOMAINS", "register_op", "get_op"]
 
-DOMAINS = ("linear", "srgb")  # data encodings a program can be trained for (see Input)
+DOMAINS = ("linear", "srgb", "gamma2")  # data encodings a program can be trained for (see Input)
 
 
 @dataclass(frozen=True)
@@ -300,9 +300,11 @@ def _group_slices(cin: int, cout: int, groups: int, name: str) -> tuple[int, int
 class Input(Op):
     """The normalised mosaic: 1 channel at full resolution.
 
-    ``domain`` is the encoding the program's weights expect: ``"linear"`` (linear light) or ``"srgb"``
-    (the sRGB transfer curve applied to white-balanced linear data). The program itself computes in that
-    domain; a kernel compiled with ``linear_io`` encodes its linear input and decodes its output around it.
+    ``domain`` is the encoding the program's weights expect: ``"linear"`` (linear light), ``"srgb"`` (the
+    sRGB transfer curve applied to white-balanced linear data) or ``"gamma2"`` (its square root: a perceptual
+    encoding like sRGB whose transfer costs one square root in and one product out). The program itself
+    computes in that domain; a kernel compiled with ``linear_io`` encodes its linear input and decodes its
+    output around it.
     """
 
     name = "Input"

@@ -72,6 +72,30 @@ def test_colour_augmented_copies_enter_with_their_weight():
         normal_equations(imgs, CFA.BAYER, color=1.5)
 
 
+def test_gamma2_fits_the_square_root_of_linear_light_augmented_before_the_encoding():
+    from rawdemosaic.evaluate import srgb_to_linear
+    from rawdemosaic.search.linear import _colour_augmented
+
+    imgs = _images(2, 30, seed=4)
+    g2 = normal_equations(imgs, CFA.BAYER, radius=2, color=0.25, seed=7, domain="gamma2")
+    enc = [np.sqrt(srgb_to_linear(im.astype(np.float64))) for im in imgs]
+    aug = [np.sqrt(srgb_to_linear(_colour_augmented(im.astype(np.float64), np.random.default_rng([7, n])))) for n, im in enumerate(imgs)]
+    plain, augmented = normal_equations(enc, CFA.BAYER, radius=2), normal_equations(aug, CFA.BAYER, radius=2)
+    for t in plain.targets:
+        assert np.allclose(g2.gram[t], 0.75 * plain.gram[t] + 0.25 * augmented.gram[t])
+        assert np.allclose(g2.cross[t], 0.75 * plain.cross[t] + 0.25 * augmented.cross[t])
+    prog = fit_program(g2, select_taps(g2, 12), "g")
+    assert prog.domain == "gamma2"
+    # the converter's kernel (linear light in and out) is the filter between the square root and the square
+    k = Kernel(prog, quiet=True, linear_io=True)
+    lin = srgb_to_linear(imgs[0]).astype(np.float32)
+    m = mosaic(lin, CFAPattern(CFA.BAYER, 0, 0))
+    ref = run_reference(prog, np.sqrt(m))
+    assert np.abs(k(m) - ref * np.abs(ref)).max() < 1e-5
+    with pytest.raises(ValueError, match="domain must be one of"):
+        normal_equations(imgs, CFA.BAYER, domain="linear")
+
+
 def test_more_taps_fit_better_and_swaps_never_hurt():
     ne = normal_equations(_images(), CFA.BAYER, radius=2)
 
@@ -150,9 +174,11 @@ def test_fit_linear_entry_adds_a_measured_entry_with_provenance(tmp_path):
     (entry,) = load_registry(into)
     prov = entry.provenance
     assert prov["taps"] == 20 and prov["radius"] == 2 and prov["color"] == 0.25 and prov["images"] == 3
-    assert "fit-linear --cfa bayer --ops 5 --radius 2 --color 0.25 --seed 0" in prov["command"]
+    assert "fit-linear --cfa bayer --ops 5 --radius 2 --domain srgb --color 0.25 --seed 0" in prov["command"]
     assert set(entry.quality) == {str(tdir), f"{tdir}_linear"}
     assert json.loads((into / "bayer_lsq20.json").read_text())["nodes"][0]["domain"] == "srgb"
+    info = cli.fit_linear_entry("bayer", 5, into=into, sets=[str(tdir)], images=imgs, quiet=True, domain="gamma2", prune=False)
+    assert info.name == "bayer_lsq20g" and info.program().domain == "gamma2" and "--domain gamma2" in info.provenance["command"]
 
 
 def test_fits_of_several_costs_share_one_pass_over_the_images():
