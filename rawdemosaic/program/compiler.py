@@ -222,12 +222,13 @@ def build_pipeline(program: Program, in_dtype: str = "float32", out_dtype: str =
     x, y, c = hl.Var("x"), hl.Var("y"), hl.Var("c")
     inp = hl.ImageParam(hl.Float(32) if in_dtype == "float32" else hl.UInt(16), 2, "mosaic")
     transfer = program.domain if linear_io and program.domain != "linear" else None  # the encoding to undo
+    copy = in_dtype == "uint16" and program.ensemble == 1 and _passes_samples(program)  # the output copies samples
     lowered, rgb = [], None
     for k, (sx, sy) in enumerate(reflections(program.ensemble)):
         a, b = pattern_offsets(program.cfa.canonical, sx, sy)
         ox = reflection_origin(inp.dim(0).min(), inp.dim(0).extent(), sx, a, p)
         oy = reflection_origin(inp.dim(1).min(), inp.dim(1).extent(), sy, b, p)
-        g = _lower_graph(hl, program, inp, in_dtype, transfer, sx * x + ox, sy * y + oy, f"_e{k}" if k else "", wd)
+        g = _lower_graph(hl, program, inp, in_dtype, transfer, sx * x + ox, sy * y + oy, f"_e{k}" if k else "", wd, copy)
         lowered.append(g)
         if k == 0:
             rgb = g.rgb[x, y, c]
@@ -250,7 +251,7 @@ def build_pipeline(program: Program, in_dtype: str = "float32", out_dtype: str =
         # and LLVM need not clamp again; an exact [0, 65535] float clamp left both clamps in the loop
         q = hl.cast(hl.Int(32), hl.clamp(val * 65535.0 + 0.5, hl.f32(-1.0), hl.f32(65536.0)))
         q = hl.saturating_cast(hl.UInt(16), q)
-        if in_dtype == "uint16" and len(lowered) == 1 and _passes_samples(program):
+        if copy:
             # the sensor's own samples are copied as they are, not round-tripped through float (and the sRGB
             # transfer): a third of the output values skip the conversions and the decode (the select folds
             # away in the phase-unrolled loops). With the transfer they come from the tile's raw copy.
@@ -282,10 +283,11 @@ class _Lowered:
         self.out_mod = out_mod  # phase modulus of the output expression
 
 
-def _lower_graph(hl: Any, program: Program, inp: Any, in_dtype: str, transfer: str | None, xr: Any, yr: Any, tag: str, wd: _Widths) -> _Lowered:
+def _lower_graph(hl: Any, program: Program, inp: Any, in_dtype: str, transfer: str | None, xr: Any, yr: Any, tag: str, wd: _Widths,
+                 keep_raw: bool = False) -> _Lowered:
     """Lower the graph on the extended mosaic read at ``(xr, yr)`` (the identity, or a reflection), encoded
     to the domain ``transfer`` (``None``: as it is); ``tag`` keeps the Func and buffer names of ensemble
-    copies apart."""
+    copies apart. ``keep_raw``: the samples as they are stay available (``raw``) beside an encoded copy."""
     shapes = program.shapes()
     p = program.period
     x, y, c = hl.Var("x"), hl.Var("y"), hl.Var("c")
@@ -295,15 +297,19 @@ def _lower_graph(hl: Any, program: Program, inp: Any, in_dtype: str, transfer: s
     ys = _fold(hl, yr, inp.dim(1).min(), inp.dim(1).extent(), p)
     norm = (lambda v: hl.f32(v)) if in_dtype == "float32" else (lambda v: hl.f32(v) * hl.f32(1.0 / 65535.0))
     mosaic = hl.Func(f"mosaic_f32{tag}")
-    raw = ext  # the extended mosaic in the input's type, materialised per tile
+    raw = ext  # the extended mosaic in the input's type, materialised per tile (with a transfer: see keep_raw)
     if transfer:  # encode once per input pixel (uint16 to sRGB: a table look-up), materialised as float32
-        if in_dtype == "uint16":  # the samples themselves are materialised too, for the output to copy
-            raw = hl.Func(f"mosaic_raw{tag}")
-            raw[x, y, c] = inp[xs, ys]
-            if transfer == "srgb":
-                ext[x, y, c] = _owned_buffer(hl, _srgb_encode_table(), f"srgb_encode{tag}")[hl.cast(hl.Int(32), raw[x, y, 0])]
+        if in_dtype == "uint16":
+            if keep_raw:  # the samples themselves are materialised too, for the output to copy
+                raw = hl.Func(f"mosaic_raw{tag}")
+                raw[x, y, c] = inp[xs, ys]
+                sample = raw[x, y, 0]
             else:
-                ext[x, y, c] = _encode(hl, transfer, norm(raw[x, y, 0]))
+                sample = inp[xs, ys]
+            if transfer == "srgb":
+                ext[x, y, c] = _owned_buffer(hl, _srgb_encode_table(), f"srgb_encode{tag}")[hl.cast(hl.Int(32), sample)]
+            else:
+                ext[x, y, c] = _encode(hl, transfer, norm(sample))
         else:
             ext[x, y, c] = _encode(hl, transfer, norm(inp[xs, ys]))
         mosaic[x, y, c] = ext[x, y, c]
