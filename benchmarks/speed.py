@@ -5,8 +5,8 @@
   from the tiled Kodak24 images (random data if the test set is absent).
 * Registry kernels (Bayer and X-Trans) with uint16 in/out and float32 in/out, ``out=`` preallocated: median of
   N runs after a warm-up, in MP/s. As the converter runs them (linear light in and out: a kernel trained on
-  sRGB-encoded data encodes and decodes inside), and those also uint16 as the quality protocol scores them
-  (the sRGB-encoded mosaic in, sRGB out, no transfer: the input every peer gets).
+  gamma-encoded data, sRGB or ``gamma2``, encodes and decodes inside), and those also uint16 as the quality
+  protocol scores them (the sRGB-encoded mosaic in, no transfer: the input every peer gets).
 * Every in-process method (OpenCV, the kernels, LibRaw, colour-demosaicing) is timed in interleaved rounds,
   each round running every method once, so a kernel and the peer it is compared with see the same drift of a
   shared machine (``_common.timed_rounds``).
@@ -115,7 +115,8 @@ def main(argv=None) -> dict:
     if a.only:
         keep = {x.strip() for x in a.only.split(",")}
         infos = [i for i in infos if i.name in keep]
-    align = {c: lcm(c_.period, *[i.program().lcm_scale() for i in infos if i.cfa is c_]) for c, c_ in (("bayer", CFA.BAYER), ("xtrans", CFA.XTRANS))}
+    progs = {i.name: i.program() for i in infos}  # loaded once
+    align = {c: lcm(c_.period, *[progs[i.name].lcm_scale() for i in infos if i.cfa is c_]) for c, c_ in (("bayer", CFA.BAYER), ("xtrans", CFA.XTRANS))}
     shapes = {c: (h // align[c] * align[c], w // align[c] * align[c]) for c in align}
     rgb = test_rgb(max(s[0] for s in shapes.values()), max(s[1] for s in shapes.values()))
     pats = {"bayer": BAYER, "xtrans": XTRANS}
@@ -171,8 +172,8 @@ def main(argv=None) -> dict:
             direct = k(src, pats[c], out=out) is out  # the kernel wrote straight into `out` (no copy)
             task(f"{info.name}:{tag}", lambda k=k, src=src, c=c, out=out: k(src, pats[c], out=out), reps,
                  f"{info.name}:{tag}", info.name, c, "registry", f"{dt} -> {dt}", src.shape, cost=info.cost, kernel=info.name, direct_out=direct)
-        if info.program().domain != "linear":  # as the quality protocol runs it: the sRGB mosaic itself, no transfer
-            k = Kernel(info.program(), "uint16", "uint16", quiet=True)
+        if progs[info.name].domain != "linear":  # as the quality protocol runs it: the sRGB mosaic itself, no transfer
+            k = Kernel(progs[info.name], "uint16", "uint16", quiet=True)
             out = outs[(c, "uint16")]
             task(f"{info.name}:u16_srgb", lambda k=k, c=c, out=out: k(m16[c], pats[c], out=out), reps,
                  f"{info.name}:u16_srgb", info.name, c, "registry", "uint16 -> uint16", m16[c].shape, cost=info.cost, kernel=info.name, note="sRGB in and out")
@@ -324,8 +325,9 @@ def render(doc: dict) -> str:
         f"{'timed in interleaved rounds (each round runs every method once, so all see the same drift of the machine); ' if doc.get('interleaved') else ''}"
         "`out=`/`dst=` preallocated unless the row says otherwise. LibRaw = opening an uncompressed DNG + `postprocess` (16-bit, linear, raw colour). "
         "colour-demosaicing and demosaicnet on the crops shown, scaled to MP/s. Ratio: throughput / OpenCV bilinear (uint16) of the same run. "
-        "Kernels trained on sRGB-encoded data run as the converter runs them (linear light in and out, the sRGB transfer inside the kernel) "
-        "and, uint16 only, as the quality protocol scores them (the sRGB-encoded mosaic in, sRGB out, no transfer: what the peers get too).",
+        "Kernels trained on gamma-encoded data (the sRGB curve, or `gamma2`: the square root of linear light) run as the converter runs them "
+        "(linear light in and out, the transfer inside the kernel) and, uint16 only, as the quality protocol scores them "
+        "(the sRGB-encoded mosaic in, its output scored as sRGB, no transfer: what the peers get too).",
         "",
     ]
     head = ["kernel / peer", "CFA", "cost (ops/px)", "in -> out", "pixels", "median ms", "MP/s", "x OpenCV bilinear"]

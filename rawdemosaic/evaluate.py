@@ -14,7 +14,7 @@ import numpy as np
 
 from .cfa import CFAPattern, as_pattern, mosaic
 
-__all__ = ["cpsnr", "data_dir", "load_images", "evaluate", "image_files", "split_files", "TEST_SETS", "TRAIN_SETS", "VAL_EVERY", "IMAGE_EXTS", "srgb_to_linear", "linear_to_srgb"]
+__all__ = ["cpsnr", "data_dir", "load_images", "evaluate", "image_files", "split_files", "TEST_SETS", "TRAIN_SETS", "VAL_EVERY", "IMAGE_EXTS", "srgb_to_linear", "linear_to_srgb", "encode", "decode"]
 
 TEST_SETS = {"kodak24": "test/kodak24", "mcmaster18": "test/mcmaster18"}
 TRAIN_SETS = ("train/urban100", "train/wed100")  # the search's training corpus (its validation split: split_files)
@@ -72,6 +72,30 @@ def srgb_to_linear(v: np.ndarray) -> np.ndarray:
 def linear_to_srgb(v: np.ndarray) -> np.ndarray:
     v = np.clip(np.asarray(v, np.float32), 0, 1)
     return np.where(v <= 0.0031308, v * 12.92, 1.055 * v ** (1 / 2.4) - 0.055).astype(np.float32)
+
+
+def encode(linear: np.ndarray, domain: str) -> np.ndarray:
+    """Linear light in the encoding of a program ``domain``: itself (``"linear"``), the sRGB curve
+    (``"srgb"``) or its square root (``"gamma2"``); the numpy counterpart of the converter's transfer
+    (:class:`rawdemosaic.program.compiler.Kernel` ``linear_io``)."""
+    if domain == "linear":
+        return np.asarray(linear)
+    if domain == "srgb":
+        return linear_to_srgb(linear)
+    if domain == "gamma2":
+        return np.sqrt(np.maximum(linear, 0))
+    raise ValueError(f"unknown domain {domain!r} (use linear, srgb or gamma2)")
+
+
+def decode(v: np.ndarray, domain: str) -> np.ndarray:
+    """The inverse of :func:`encode`: linear light from values in the encoding of ``domain``."""
+    if domain == "linear":
+        return np.asarray(v)
+    if domain == "srgb":
+        return srgb_to_linear(v)
+    if domain == "gamma2":
+        return np.square(np.maximum(v, 0))
+    raise ValueError(f"unknown domain {domain!r} (use linear, srgb or gamma2)")
 
 
 def evaluate(demosaicker: Callable[[np.ndarray, CFAPattern], np.ndarray], images: Iterable[np.ndarray], cfa: CFAPattern | str, linear: bool = False) -> float:

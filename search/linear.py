@@ -33,6 +33,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from rawdemosaic.cfa import CFA, CFAPattern, mosaic
+from rawdemosaic.evaluate import encode, srgb_to_linear
 from rawdemosaic.program.classical import linear_program
 from rawdemosaic.program.graph import Program
 
@@ -41,15 +42,9 @@ __all__ = ["DOMAINS", "NormalEquations", "normal_equations", "training_equations
 Target = tuple[int, int, int]  # (colour, tile row j, tile column i) of a missing colour
 
 
-def _gamma2(rgb: np.ndarray) -> np.ndarray:
-    from rawdemosaic.evaluate import srgb_to_linear
-
-    return np.sqrt(np.maximum(srgb_to_linear(rgb), 0.0))
-
-
 # Encodings a fit can work in, from sRGB images: the perceptual ones the CPSNR protocol rewards (the
 # converter encodes linear light for them, :class:`rawdemosaic.program.compiler.Kernel` ``linear_io``)
-DOMAINS = {"srgb": lambda rgb: rgb, "gamma2": _gamma2}
+DOMAINS = ("srgb", "gamma2")
 _SUFFIX = {"srgb": "", "gamma2": "g"}  # of default entry names
 
 
@@ -111,7 +106,7 @@ def normal_equations(images: Iterable[np.ndarray], cfa: CFA | str = CFA.BAYER, r
     """
     cfa = CFA(cfa)
     _check(cfa, radius, color, domain=domain)
-    enc = DOMAINS[domain]
+    enc = (lambda rgb: rgb) if domain == "srgb" else (lambda rgb: encode(srgb_to_linear(rgb), domain))
     p = cfa.period
     pat = cfa.canonical
     offs = [(dy, dx) for dy in range(-radius, radius + 1) for dx in range(-radius, radius + 1)]

@@ -339,15 +339,19 @@ def _lower_graph(hl: Any, program: Program, inp: Any, in_dtype: str, transfer: s
             (src,) = n.inputs
             stride = form[4] if len(form) > 4 else 1  # a strided form: Downsample
             relu = n.id in relu_only  # stores max(., 0): its ReLU reads it as it is, with no copy in between
+            src_node, src_mod, src_channels = nodes[src], phase[src], shapes[src].channels
+            if stride > 1 and src_node.dense is None:
+                src_node, form = _packed_input(hl, name, src_node, *form[:4], stride, shapes[n.id])
+                src_mod, src_channels, stride = _carried_phase(src_mod, shapes[src].scale, shapes[n.id].scale), src_node.shape.channels, 1
             if stride == 1 and _winograd_worthwhile(*form[:4], scale=shapes[n.id].scale):
-                node, stack = _winograd_conv(hl, name, nodes[src], *form[:4], shapes[n.id], wd, relu=relu)
+                node, stack = _winograd_conv(hl, name, src_node, *form[:4], shapes[n.id], wd, relu=relu)
             else:
-                node, stack = _dense_conv(hl, name, nodes[src], *form[:4], shapes[n.id], wd, stride=stride, relu=relu)
+                node, stack = _dense_conv(hl, name, src_node, *form[:4], shapes[n.id], wd, stride=stride, relu=relu)
             if relu:
                 nodes[relu_only[n.id]] = node
                 phase[relu_only[n.id]] = 1
             if stack is not None:  # the input, materialised on its own grid with the phase its expression carries
-                stacks.append((stack, phase[src], shapes[src].channels))
+                stacks.append((stack, src_mod, src_channels))
             nodes[n.id] = node
             heavy.append((node, 1))
             phase[n.id] = 1
@@ -428,6 +432,25 @@ def _dense_conv(hl: Any, name: str, src: HNode, wt: np.ndarray, bias: np.ndarray
     f = hl.Func(name)
     f[x, y, c] = hl.max(acc[x, y, c], 0.0) if relu else acc[x, y, c]
     return HNode(f, shape, dense=(acc, r, o, *_dense_block(o, wd.accumulators, wd.channels))), stack
+
+
+def _packed_input(hl: Any, name: str, src: HNode, wt: np.ndarray, bias: np.ndarray, taps: list[tuple[int, int]], groups: int, stride: int, shape: Shape) -> tuple[HNode, tuple]:
+    """A strided reduction over an input that is no dense layer (a full-resolution stack, say), as a 1x1
+    reduction over that input packed by the stride: ``(packed node, its form)``, one packed channel per
+    (input channel, tap), sampled at ``stride * x + tap`` on the output's grid.
+
+    The packed stack carries only the phase the stride does not absorb (:func:`_carried_phase`: none for
+    a down-sampling by the CFA period). Read directly, the stack was materialised split by the CFA phase
+    and the reduction unrolled its taps of strided vector loads per register block: an X-Trans
+    down-sampling by 6 (36 taps) took LLVM many minutes to compile.
+    """
+    o, cin_g, t = wt.shape
+    if groups != 1:
+        raise ProgramError(f"{name}: a strided reduction over a non-dense input must be ungrouped")
+    x, y, c = hl.Var("x"), hl.Var("y"), hl.Var("c")
+    f = hl.Func(f"{name}_pk")
+    f[x, y, c] = hl.mux(c, [src(ci, stride * x + int(dx), stride * y + int(dy)) for ci in range(cin_g) for dy, dx in taps])
+    return HNode(f, Shape(cin_g * t, shape.scale)), (np.ascontiguousarray(wt.reshape(o, cin_g * t, 1)), bias, [(0, 0)], 1)
 
 
 def _relu_only_readers(program: Program) -> dict[str, str]:
