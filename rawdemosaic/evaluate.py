@@ -74,28 +74,30 @@ def linear_to_srgb(v: np.ndarray) -> np.ndarray:
     return np.where(v <= 0.0031308, v * 12.92, 1.055 * v ** (1 / 2.4) - 0.055).astype(np.float32)
 
 
+# program domain -> (encode linear light, decode back): the numpy counterparts of the converter's transfer
+# (:class:`rawdemosaic.program.compiler.Kernel` ``linear_io``)
+_TRANSFERS: dict[str, tuple[Callable[[np.ndarray], np.ndarray], Callable[[np.ndarray], np.ndarray]]] = {
+    "linear": (np.asarray, np.asarray),
+    "srgb": (linear_to_srgb, srgb_to_linear),
+    "gamma2": (lambda v: np.sqrt(np.maximum(v, 0)), lambda v: np.square(np.maximum(v, 0))),
+}
+
+
+def _transfer(domain: str) -> tuple[Callable[[np.ndarray], np.ndarray], Callable[[np.ndarray], np.ndarray]]:
+    if domain not in _TRANSFERS:
+        raise ValueError(f"unknown domain {domain!r} (use {', '.join(_TRANSFERS)})")
+    return _TRANSFERS[domain]
+
+
 def encode(linear: np.ndarray, domain: str) -> np.ndarray:
     """Linear light in the encoding of a program ``domain``: itself (``"linear"``), the sRGB curve
-    (``"srgb"``) or its square root (``"gamma2"``); the numpy counterpart of the converter's transfer
-    (:class:`rawdemosaic.program.compiler.Kernel` ``linear_io``)."""
-    if domain == "linear":
-        return np.asarray(linear)
-    if domain == "srgb":
-        return linear_to_srgb(linear)
-    if domain == "gamma2":
-        return np.sqrt(np.maximum(linear, 0))
-    raise ValueError(f"unknown domain {domain!r} (use linear, srgb or gamma2)")
+    (``"srgb"``) or its square root (``"gamma2"``)."""
+    return _transfer(domain)[0](linear)
 
 
 def decode(v: np.ndarray, domain: str) -> np.ndarray:
     """The inverse of :func:`encode`: linear light from values in the encoding of ``domain``."""
-    if domain == "linear":
-        return np.asarray(v)
-    if domain == "srgb":
-        return srgb_to_linear(v)
-    if domain == "gamma2":
-        return np.square(np.maximum(v, 0))
-    raise ValueError(f"unknown domain {domain!r} (use linear, srgb or gamma2)")
+    return _transfer(domain)[1](v)
 
 
 def evaluate(demosaicker: Callable[[np.ndarray, CFAPattern], np.ndarray], images: Iterable[np.ndarray], cfa: CFAPattern | str, linear: bool = False) -> float:
