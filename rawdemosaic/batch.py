@@ -23,6 +23,7 @@ import multiprocessing
 import os
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional, Sequence
@@ -110,6 +111,7 @@ class Result:
     seconds: float = 0.0
     kernel: str = ""
     extra: dict = field(default_factory=dict)
+    warnings: list = field(default_factory=list)  # what developing the file warned about, once each
 
 
 def load_recipe(path: str | os.PathLike) -> dict:
@@ -208,7 +210,25 @@ def plan(inputs: Sequence[str], opts: Options) -> list[Task]:
 
 
 def convert_one(task: Task, opts: Options) -> Result:
-    """Read, develop and write one file; never raises for bad input (the result says why)."""
+    """Read, develop and write one file; never raises for bad input (the result says why). Warnings
+    (a file without a colour matrix, say) are collected into the result, which names the file."""
+    from .develop import DevelopWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", DevelopWarning)  # every file's own, not once per process
+        res = _convert_one(task, opts)
+    res.warnings = list(dict.fromkeys(_warning_text(w) for w in caught))
+    return res
+
+
+def _warning_text(w: warnings.WarningMessage) -> str:
+    from .develop import DevelopWarning
+
+    msg = " ".join(str(w.message).split())
+    return msg if issubclass(w.category, DevelopWarning) else f"{w.category.__name__}: {msg}"
+
+
+def _convert_one(task: Task, opts: Options) -> Result:
     t0 = time.perf_counter()
     src, dst = Path(task.input), Path(task.output)
     try:

@@ -138,6 +138,8 @@ def _convert(args) -> int:
         return 0
 
     def report(r) -> None:
+        for w in r.warnings:
+            print(f"rawdemosaic: warning: {r.input}: {w}", file=sys.stderr)
         if r.status == "failed":
             print(f"rawdemosaic: {r.reason}", file=sys.stderr)
         elif r.status == "skipped":

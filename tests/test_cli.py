@@ -82,6 +82,27 @@ def test_bad_files_one_line_nonzero_nothing_written(tmp_path):
     assert sorted(p.name for p in outdir.iterdir()) == ["bayer_rggb.tif"]
 
 
+def test_warnings_are_one_line_each_naming_the_file(tmp_path):
+    """Files without a colour matrix or white balance convert, with one line per warning that names the
+    file (each file its own, also from worker processes), no Python source lines; the report lists them."""
+    from rawdemosaic.testing import write_dng
+
+    rng = np.random.default_rng(0)
+    plain = [write_dng(tmp_path / f"plain{i}.dng", (rng.random((32, 48)) * 4000).astype(np.uint16), "RGGB", 0, 4095) for i in range(2)]
+    report = tmp_path / "report.json"
+    for jobs in ("1", "2"):
+        r = run("convert", *plain, BAYER, "-o", tmp_path / f"out{jobs}", "-j", jobs, "--kernel", "bayer_bilinear", "--report", report)
+        assert r.returncode == 0, r.stderr
+        assert ".py:" not in r.stderr and "DevelopWarning" not in r.stderr, r.stderr  # no Python warning format
+        lines = [l for l in r.stderr.splitlines() if l.startswith("rawdemosaic: warning: ")]
+        for p in plain:
+            own = [l for l in lines if f"{p}: " in l]
+            assert any("no colour matrix" in l for l in own) and any("white balance" in l for l in own), r.stderr
+        assert not any(str(BAYER) in l for l in lines)
+        doc = {Path(f["input"]).name: f for f in json.loads(report.read_text())["files"]}
+        assert doc["bayer_rggb.dng"]["warnings"] == [] and any("colour matrix" in w for w in doc["plain0.dng"]["warnings"])
+
+
 def test_missing_input_and_budget_error(tmp_path):
     r = run("convert", tmp_path / "nope.dng", "-o", tmp_path)
     assert r.returncode == 1 and "nope.dng" in r.stderr
