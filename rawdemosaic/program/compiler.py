@@ -695,6 +695,12 @@ def _long_tiles(program: Program) -> bool:
     return width <= 16
 
 
+def _reads_learned_layers(program: Program) -> bool:
+    """Whether a weighted layer is materialised (not inlined into the output, as linear filters are)."""
+    inline = _read_once(program)
+    return any(get_op(n.op).weighted and get_op(n.op).heavy and n.id != program.output and n.id not in inline for n in program.live_nodes())
+
+
 def _out_modulus(program: Program) -> int:
     """Phase modulus of the output's inlined expression (period and resampling factors at scale 1)."""
     mods = [program.period]
@@ -706,7 +712,15 @@ def _out_modulus(program: Program) -> int:
 
 def _schedule(hl, out, copies, program, x, y, c, wd: _Widths) -> None:
     m = copies[0].out_mod  # the output inlines the first copy only
-    vec = lanes = wd.lanes  # output vectors and materialised intermediates take the same width
+    vec = lanes = wd.lanes  # output vectors and materialised intermediates take the same width, except:
+    if program.period == 6 and _reads_learned_layers(program):  # X-Trans
+        # learned X-Trans programs store half-width output vectors: the phase-unrolled output body
+        # interleaves 3 channels x 6 phases x vec lanes per store from materialised layers, and at 8 lanes
+        # (144-element shuffles) LLVM took 2 to 10 times as long to compile them (AVX2: registry kernels
+        # 27 to 36 s -> 11 to 14 s, the dense-convolution test program 142 s -> 15 s) for the same speed
+        # (same-run A/B, within +-4%). Linear ones, whose output inlines its filters, compiled slower at
+        # 4 lanes (6 -> 19 s: twice the vector arithmetic) and keep the full width.
+        vec = max(4, lanes // 2)
     ty, tx = _tile_size(program, lanes)
     assert tx % m == 0 and ty % m == 0
     L = program.lcm_scale()

@@ -537,6 +537,16 @@ def test_vector_shape_follows_the_target(target, lanes, accumulators, channels, 
     assert tx % (prog.period * lanes) == 0 and ty % prog.period == 0
 
 
+def test_only_learned_programs_read_materialised_layers():
+    """The output vector width rule's predicate (:func:`compiler._schedule`): a linear filter is inlined
+    into the output, a learned program's convolutions are materialised."""
+    from rawdemosaic.program.classical import CLASSICAL
+    from rawdemosaic.program.compiler import _reads_learned_layers
+
+    assert not any(_reads_learned_layers(make()) for make in CLASSICAL.values())
+    assert _reads_learned_layers(_dense_program(CFA.XTRANS)) and _reads_learned_layers(_dense_program(CFA.BAYER))
+
+
 def _host_runs(target: str) -> bool:
     import halide as hl
 
@@ -549,7 +559,7 @@ def _host_runs(target: str) -> bool:
 def test_every_vector_width_matches_reference(cfa, target):
     """Schedules of 4, 8 and 16 lanes (their own tile sizes and register blocks) compute the same image.
     The width of the host's own target is compiled for the host (the kernel the dense-convolution test
-    builds too, shared through the cache: the X-Trans one takes about 2 minutes to compile)."""
+    builds too, shared through the cache)."""
     from rawdemosaic.program.compiler import _widths, host_target
 
     if not _host_runs(target):
