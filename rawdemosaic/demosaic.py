@@ -60,7 +60,8 @@ def demosaic(mosaic: np.ndarray, cfa, budget: float | None = None, kernel: str |
     Returns
     -------
     numpy.ndarray
-        ``(H, W, 3)`` RGB. Values are not clipped in float32 output.
+        ``(H, W, 3)`` RGB. Values are not clipped in float32 output (kernels trained on sRGB-encoded data
+        saturate at 2.54, the decode of an encoded 1.5).
     """
     m = np.asarray(mosaic)
     if m.ndim != 2:

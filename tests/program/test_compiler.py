@@ -266,8 +266,9 @@ def test_linear_io_encodes_and_decodes_around_an_encoded_program(in_dtype, domai
 
 
 def test_srgb_transfer_is_within_an_eighth_of_a_uint16_step():
-    """The table encoding a uint16 mosaic is the exact curve; the fast_pow curves are within 2e-6 of it
-    (an eighth of a uint16 step)."""
+    """The table encoding a uint16 mosaic is the exact curve; the float encode (fast_pow) and decode
+    (linear below the knee, negative values too, a polynomial up to DECODE_MAX, saturating above) are
+    within 2e-6 of it (an eighth of a uint16 step)."""
     import halide as hl
 
     from rawdemosaic.program.compiler import _srgb_decode, _srgb_encode, _srgb_encode_table
@@ -280,14 +281,16 @@ def test_srgb_transfer_is_within_an_eighth_of_a_uint16_step():
 
     assert np.abs(_srgb_encode_table() - encode(np.arange(65536) / 65535.0)).max() < 6e-8  # float32 rounding
     x = hl.Var("x")
-    for curve, ref, top in ((_srgb_encode, encode, 1.0), (_srgb_decode, decode, 1.3)):  # decode: overshoots too
-        v = np.linspace(0.0, top, 200_001, dtype=np.float32)
+    top = compiler.DECODE_MAX
+    for curve, ref, lo, hi in ((_srgb_encode, encode, 0.0, 1.0), (_srgb_decode, decode, -0.2, top + 0.5)):  # decode: overshoots too
+        v = np.linspace(lo, hi, 200_001, dtype=np.float32)
         f = hl.Func("f")
         f[x] = curve(hl, hl.Buffer(v)[x])
         f.vectorize(x, 16)
         got = np.asarray(f.realize([v.size]))
-        err = np.abs(got.astype(np.float64) - ref(v.astype(np.float64)))
+        err = np.abs(got.astype(np.float64) - ref(np.minimum(v, top).astype(np.float64)))
         assert err.max() < 2e-6, (curve.__name__, err.max())
+    assert decode(top) == pytest.approx(2.54, abs=0.01)  # where float output saturates
 
 
 def test_srgb_decode_for_integer_output_is_within_a_fifteenth_of_a_uint16_step():
