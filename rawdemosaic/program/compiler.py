@@ -161,7 +161,8 @@ def _srgb_decode(hl: Any, v: Any) -> Any:
     return _srgb_decode_poly(hl, hl.min(v, hl.f32(DECODE_MAX)), DECODE_MAX, 11)
 
 
-def _srgb_decode_poly_coefficients(degree: int = 9, hi: float = 1.0) -> np.ndarray:
+@functools.lru_cache(maxsize=None)  # fitted once per (degree, range), not per decoded expression
+def _srgb_decode_poly_coefficients(degree: int = 9, hi: float = 1.0) -> tuple[float, ...]:
     """Monomial coefficients, in ``t = (v - mid) / half`` over ``[knee, hi]``, of a Chebyshev fit of the decode.
 
     Degree 9 on [knee, 1] is within 1e-6 of the curve in float32 (Horner in ``t``, whose coefficients are
@@ -171,7 +172,7 @@ def _srgb_decode_poly_coefficients(degree: int = 9, hi: float = 1.0) -> np.ndarr
     lo = _DECODE_KNEE
     v = np.linspace(lo, hi, 20_001)
     fit = np.polynomial.chebyshev.Chebyshev.fit(v, ((v + 0.055) / 1.055) ** 2.4, degree, domain=[lo, hi])
-    return fit.convert(kind=np.polynomial.Polynomial, domain=[lo, hi]).coef
+    return tuple(float(a) for a in fit.convert(kind=np.polynomial.Polynomial, domain=[lo, hi]).coef)
 
 
 def _srgb_decode_poly(hl: Any, v: Any, hi: float, degree: int) -> Any:
@@ -180,9 +181,9 @@ def _srgb_decode_poly(hl: Any, v: Any, hi: float, degree: int) -> Any:
     lo = _DECODE_KNEE
     t = (v - f((lo + hi) / 2)) * f(2.0 / (hi - lo))
     co = _srgb_decode_poly_coefficients(degree, hi)
-    acc = f(float(co[-1]))
+    acc = f(co[-1])
     for a in co[-2::-1]:
-        acc = acc * t + f(float(a))
+        acc = acc * t + f(a)
     return hl.select(v <= f(lo), v * f(1.0 / 12.92), acc)
 
 
@@ -344,7 +345,7 @@ def _lower_graph(hl: Any, program: Program, inp: Any, in_dtype: str, transfer: s
             nodes[n.id] = HNode(mosaic, Shape(1, 1))
             phase[n.id] = 1
             continue
-        materialised = op.heavy and n.id != program.output and n.id not in inline
+        materialised = _materialised(program, n, inline)
         name = f"{n.op.lower()}_{_safe(n.id)}{tag}"
         form = op.dense(params, program.node_weights(n)) if materialised and hasattr(op, "dense") else None
         if form is not None and _dense_worthwhile(form[0]):
@@ -707,10 +708,15 @@ def _long_tiles(program: Program) -> bool:
     return width <= 16
 
 
+def _materialised(program: Program, node: Any, inline: set[str]) -> bool:
+    """Whether ``node`` is computed into a per-tile buffer (heavy, not the output, read more than once)."""
+    return get_op(node.op).heavy and node.id != program.output and node.id not in inline
+
+
 def _reads_learned_layers(program: Program) -> bool:
     """Whether a weighted layer is materialised (not inlined into the output, as linear filters are)."""
     inline = _read_once(program)
-    return any(get_op(n.op).weighted and get_op(n.op).heavy and n.id != program.output and n.id not in inline for n in program.live_nodes())
+    return any(get_op(n.op).weighted and _materialised(program, n, inline) for n in program.live_nodes())
 
 
 def _out_modulus(program: Program) -> int:
@@ -728,9 +734,9 @@ def _schedule(hl, out, copies, program, x, y, c, wd: _Widths) -> None:
     if program.period == 6 and _reads_learned_layers(program):  # X-Trans
         # learned X-Trans programs store half-width output vectors: the phase-unrolled output body
         # interleaves 3 channels x 6 phases x vec lanes per store from materialised layers, and at 8 lanes
-        # (144-element shuffles) LLVM took 2 to 10 times as long to compile them (AVX2: registry kernels
-        # 27 to 36 s -> 11 to 14 s, the dense-convolution test program 142 s -> 15 s) for the same speed
-        # (same-run A/B, within +-4%). Linear ones, whose output inlines its filters, compiled slower at
+        # (144-element shuffles) LLVM took 2 to 7 times as long to compile them (AVX2, with the transfer:
+        # registry kernels below 500 ops 27 to 38 s -> 11 to 21 s, the dense-convolution test program
+        # 142 s -> 19 s) for the same speed (same-run A/B, within +-4%). Linear ones, whose output inlines its filters, compiled slower at
         # 4 lanes (6 -> 19 s: twice the vector arithmetic) and keep the full width.
         vec = max(4, lanes // 2)
     ty, tx = _tile_size(program, lanes)

@@ -57,7 +57,6 @@ def test_uint16_output_copies_the_sensors_own_samples(name, linear_io):
     """uint16 in and out: where the CFA has a colour, the output is the mosaic sample itself (copied, not
     round-tripped through float or the sRGB transfer), in every phase; the interpolated values round the
     reference."""
-
     entry = next(e for e in ENTRIES if e.name == name)
     prog = entry.program()
     assert compiler._passes_samples(prog)
