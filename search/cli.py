@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ..errors import RawDemosaicError
+from .linear import DOMAINS as _FIT_DOMAINS
 
 __all__ = ["main", "config_path", "export_run", "prune_entry", "fit_linear_entry", "parse_overrides"]
 
@@ -423,7 +424,8 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--cfa", required=True, choices=["bayer", "xtrans"])
     f.add_argument("--ops", type=float, nargs="+", required=True, help="multiply-adds per pixel (taps per tile / tile pixels); several: one entry each, from one pass over the corpus")
     f.add_argument("--radius", type=int, default=2, help="filter reach in pixels (default 2: 5x5 windows)")
-    f.add_argument("--domain", default="srgb", choices=("srgb", "gamma2"), help="encoding the filters work in: srgb (default) or gamma2 (square root of linear light: a cheaper transfer)")
+    f.add_argument("--domain", default="srgb", choices=_FIT_DOMAINS,
+                   help="encoding the filters work in: srgb (default) or gamma2 (square root of linear light: a cheaper transfer)")
     f.add_argument("--color", type=float, default=0.25, help="weight of colour-augmented copies of the images (default 0.25, as the search configs)")
     f.add_argument("--seed", type=int, default=0, help="draws the colour augmentation")
     f.add_argument("--name", default=None, help="entry name (default <cfa>_lsq<taps>)")

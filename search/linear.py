@@ -45,7 +45,7 @@ Target = tuple[int, int, int]  # (colour, tile row j, tile column i) of a missin
 # Encodings a fit can work in, from sRGB images: the perceptual ones the CPSNR protocol rewards (the
 # converter encodes linear light for them, :class:`rawdemosaic.program.compiler.Kernel` ``linear_io``)
 DOMAINS = ("srgb", "gamma2")
-_SUFFIX = {"srgb": "", "gamma2": "g"}  # of default entry names
+_SUFFIX = {"srgb": "", "gamma2": "g"}  # of default entry names, one per domain
 
 
 @dataclass

@@ -12,7 +12,7 @@ from rawdemosaic.program.compiler import Kernel
 from rawdemosaic.program.reference import run_reference
 from rawdemosaic.registry import load_registry
 from rawdemosaic.search import cli
-from rawdemosaic.search.linear import fit_linear, fit_program, normal_equations, select_taps, training_equations
+from rawdemosaic.search.linear import DOMAINS, fit_linear, fit_program, normal_equations, select_taps, training_equations
 
 
 def _images(n=3, size=40, seed=0):
@@ -179,6 +179,15 @@ def test_fit_linear_entry_adds_a_measured_entry_with_provenance(tmp_path):
     assert json.loads((into / "bayer_lsq20.json").read_text())["nodes"][0]["domain"] == "srgb"
     info = cli.fit_linear_entry("bayer", 5, into=into, sets=[str(tdir)], images=imgs, quiet=True, domain="gamma2", prune=False)
     assert info.name == "bayer_lsq20g" and info.program().domain == "gamma2" and "--domain gamma2" in info.provenance["command"]
+
+
+@pytest.mark.parametrize("domain", DOMAINS)
+def test_every_fit_domain_is_offered_by_the_cli(domain, tmp_path):
+    imgs = _images(3, 40, seed=5)
+    prog = fit_linear("bayer", 5, images=imgs, domain=domain)
+    assert prog.domain == domain and prog.meta["fit"]["domain"] == domain
+    assert prog.name == "bayer_lsq20" + {"srgb": "", "gamma2": "g"}[domain]
+    assert domain == cli._parser().parse_args(["fit-linear", "--cfa", "bayer", "--ops", "5", "--domain", domain]).domain
 
 
 def test_fits_of_several_costs_share_one_pass_over_the_images():
