@@ -243,7 +243,9 @@ def _convert_one(task: Task, opts: Options) -> Result:
             return Result(task.input, task.output, "skipped", "output exists (use --overwrite)")
         frame = read(src)
         info = choose(frame.cfa, budget=opts.budget, kernel=opts.kernel, models=opts.models)
-        img = develop(frame, budget=opts.budget, kernel=opts.kernel, wb=opts.wb, colorspace=opts.colorspace, linear=opts.linear, orient=opts.orient, models=opts.models)
+        # our writers take the codes develop rounds in its compiled pass; plugin writers get [0, 1] floats
+        dtype = f"uint{opts.bits}" if opts.format in _EXT else "float32"
+        img = develop(frame, budget=opts.budget, kernel=opts.kernel, wb=opts.wb, colorspace=opts.colorspace, linear=opts.linear, orient=opts.orient, models=opts.models, dtype=dtype)
         dst.parent.mkdir(parents=True, exist_ok=True)
         icc = color.icc_profile(opts.colorspace, linear=opts.linear, xyz_to_cam=frame.xyz_to_cam)
         if opts.format in _EXT:

@@ -202,6 +202,18 @@ def _kernels(args) -> int:
                 cached = k.is_cached()
                 k.build()
                 print(f"{e.name:28s} {dt:8s} {'cached' if cached else 'built'}  {k.path}")
+        from .program.finish import CURVES, Finisher
+
+        # develop's finishing passes (matrix, clip, curve, rounding): one per distinct curve and output type
+        spaces: dict = {}
+        for space, curve in CURVES.items():
+            spaces.setdefault(curve, space)
+        for curve, space in spaces.items():
+            for dt in ("float32", "uint16", "uint8"):
+                f = Finisher(curve, dt)
+                cached = f.path.exists()
+                f.build()
+                print(f"{'finish ' + ('linear' if curve is None else space):28s} {dt:8s} {'cached' if cached else 'built'}  {f.path}")
         return 0
     mps = {}
     if args.bench:

@@ -76,9 +76,24 @@ def check_output_path(out: PathLike, inputs: Iterable[PathLike]) -> None:
 
 
 def quantize(image: np.ndarray, bits: int) -> np.ndarray:
-    """Clip a float image to ``[0, 1]`` and round to the nearest ``uint8``/``uint16`` code (NaN -> 0)."""
+    """Clip a float image to ``[0, 1]`` and round to the nearest ``uint8``/``uint16`` code (NaN -> 0).
+
+    ``uint8`` and ``uint16`` images are codes already (of full scale 255 and 65535): returned as they are
+    when they have ``bits``, else rescaled to the nearest code (``* 257``, ``/ 257``). Other integer and
+    bool images are refused (``ValueError``): their scale is unknown.
+    """
     if bits not in (8, 16):
         raise ValueError(f"bits must be 8 or 16, got {bits!r}")
+    image = np.asarray(image)
+    if image.dtype.kind in "iub":
+        want = np.uint8 if bits == 8 else np.uint16
+        if image.dtype == want:
+            return image
+        if image.dtype == np.uint8:
+            return image.astype(np.uint16) * np.uint16(257)
+        if image.dtype == np.uint16:
+            return ((image.astype(np.uint32) + 128) // 257).astype(np.uint8)
+        raise ValueError(f"an integer image must be uint8 or uint16 codes, got {image.dtype}")
     a = np.nan_to_num(np.asarray(image, np.float32), nan=0.0, posinf=1.0, neginf=0.0)
     top = np.float32(255 if bits == 8 else 65535)
     q = np.rint(np.clip(a, 0.0, 1.0) * top)
@@ -297,7 +312,9 @@ def write_image(
         Destination. Its directory must exist.
     image
         ``(H, W, 3)`` (or ``(H, W)`` grey) float array; values are clipped to ``[0, 1]`` and rounded to
-        the nearest code (NaN -> 0).
+        the nearest code (NaN -> 0). Or ``uint8`` / ``uint16`` codes (e.g. from
+        ``rawdemosaic.develop(..., dtype="uint16")``), written as they are when they match ``bits``
+        (see :func:`quantize`).
     format
         ``"tiff"``, ``"png"`` or ``"jpeg"`` (``"tif"``/``"jpg"`` accepted); ``None`` takes it from the
         suffix (``.tif``, ``.tiff``, ``.png``, ``.jpg``, ``.jpeg``).
@@ -351,6 +368,8 @@ def write_image(
         raise ValueError(f"image must be (H, W, 3) or (H, W), got shape {arr.shape}")
     if arr.dtype.kind not in "fiub":
         raise ValueError(f"image must be numeric, got dtype {arr.dtype}")
+    if arr.dtype.kind in "iub" and arr.dtype not in (np.uint8, np.uint16):
+        raise ValueError(f"an integer image must be uint8 or uint16 codes, got {arr.dtype}")
 
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():

@@ -131,7 +131,7 @@ def test_info_and_kernels(capsys):
 
 def test_kernels_build(tmp_path, monkeypatch, capsys):
     """``kernels build`` compiles every kernel of a registry (here the classical ones; the shipped registry's
-    kernels are all compiled by tests/program/test_compiler.py) into the cache, once."""
+    kernels are all compiled by tests/program/test_compiler.py) and develop's finishing passes into the cache, once."""
     from rawdemosaic.program.classical import CLASSICAL
     from rawdemosaic.registry import add_entry
 
@@ -142,8 +142,9 @@ def test_kernels_build(tmp_path, monkeypatch, capsys):
     bayer = [n for n, make in CLASSICAL.items() if make().cfa.value == "bayer"]
     assert main(["kernels", "build", "--cfa", "bayer", "--models", models]) == 0
     out = capsys.readouterr().out
-    assert out.count("built") == 2 * len(bayer) >= 4 and "xtrans" not in out  # float32 and uint16 of each
-    assert len(list(cache.rglob("*.so"))) == 2 * len(bayer)
+    assert out.count("built") == 2 * len(bayer) + 12 and len(bayer) >= 2 and "xtrans" not in out  # float32 and uint16 of each
+    assert out.count("finish ") == 12  # the sRGB, Adobe, ROMM and linear curves, to float32, uint16 and uint8
+    assert len(list(cache.rglob("*.so"))) == 2 * len(bayer) + 12
     assert main(["kernels", "build", "--cfa", "bayer", "--models", models]) == 0
     assert "built" not in capsys.readouterr().out.replace("cached", "")
 

@@ -19,6 +19,7 @@ from rawdemosaic import color as C
 from rawdemosaic.cfa import as_pattern, detect, mosaic as cfa_mosaic
 from rawdemosaic.develop import DevelopWarning, apply_orientation, develop, white_balance_multipliers
 from rawdemosaic.frame import RawFrame
+from rawdemosaic.writers import quantize
 
 S40_XYZ_TO_CAM = np.array([[8606, -2573, -949], [-8237, 15489, 2974], [-2649, 3076, 9100]]) / 10000.0
 
@@ -161,6 +162,26 @@ def test_output_range_and_dtype():
             assert out.min() >= 0.0 and out.max() <= 1.0
 
 
+def test_non_finite_mosaic_values_are_clipped_like_the_writers():
+    m = np.full((16, 16), 0.25, np.float32)
+    m[5, 6], m[8, 9], m[10, 3] = np.nan, np.inf, -np.inf
+    out = develop(make_frame(m, "RGGB"), colorspace="raw", linear=True, wb=(1, 1, 1))
+    assert np.isfinite(out).all() and out.min() >= 0.0 and out.max() <= 1.0
+    ref = m.copy()
+    ref[5, 6], ref[8, 9], ref[10, 3] = 0.0, 1.0, 0.0
+    np.testing.assert_array_equal(out, develop(make_frame(ref, "RGGB"), colorspace="raw", linear=True, wb=(1, 1, 1)))
+
+
+@pytest.mark.parametrize("dtype, bits", [("uint16", 16), (np.uint8, 8), ("float32", None)])
+def test_integer_output_is_the_writers_rounding(dtype, bits):
+    rng = np.random.default_rng(1)
+    frame = make_frame(rng.random((24, 30)) * 1.2, "RGGB", wb_as_shot=(2.0, 1.0, 1.7), xyz_to_cam=S40_XYZ_TO_CAM, orientation=6)
+    ref = develop(frame)
+    out = develop(frame, dtype=dtype)
+    assert out.dtype == np.dtype(dtype) and out.shape == (30, 24, 3) and out.flags.c_contiguous
+    np.testing.assert_array_equal(out, ref if bits is None else quantize(ref, bits))
+
+
 # ----------------------------------------------------------------------------- white balance fallbacks
 
 
@@ -260,6 +281,9 @@ def test_orientation_rotations_are_the_usual_ones():
         ({"orient": "no"}, "orient"),
         ({"budget": -5}, "budget"),
         ({"kernel": 3}, "kernel"),
+        ({"dtype": "int32"}, "dtype"),
+        ({"dtype": "float64"}, "dtype"),
+        ({"dtype": bool}, "dtype"),
     ],
 )
 def test_bad_options_raise(kw, word):

@@ -182,6 +182,24 @@ def test_quantize_rounds_to_nearest():
     assert quantize(np.array([1 / 3]), 16)[0] == round(65535 / 3)
 
 
+def test_integer_codes_are_written_as_they_are():
+    u16 = np.array([0, 1, 257, 32896, 65535], np.uint16)
+    assert quantize(u16, 16) is u16
+    np.testing.assert_array_equal(quantize(u16, 8), [0, 0, 1, 128, 255])
+    np.testing.assert_array_equal(quantize(np.array([0, 1, 255], np.uint8), 16), [0, 257, 65535])
+    with pytest.raises(ValueError, match="uint8 or uint16"):
+        quantize(np.array([1, 2], np.int32), 8)
+
+
+def test_uint16_image_round_trips(tmp_path):
+    img = np.random.default_rng(2).integers(0, 65536, (9, 7, 3)).astype(np.uint16)
+    pix, _ = _read_png(write_image(tmp_path / "c.png", img, bits=16))
+    np.testing.assert_array_equal(pix, img)
+    with pytest.raises(ValueError, match="uint8 or uint16"):
+        write_image(tmp_path / "d.png", img.astype(np.int64), bits=16)
+    assert not (tmp_path / "d.png").exists()
+
+
 def test_exif_from_frame():
     from rawdemosaic.cfa import as_pattern
     from rawdemosaic.frame import RawFrame

@@ -155,14 +155,7 @@ class RawDemosaicPlugin(PluginV3):
         opts = _options(self._defaults, kwargs)
         from ..develop import develop
 
-        img = develop(self._get_frame(), **{k: opts[k] for k in _DEVELOP_KEYS})
-        bits = opts["bits"]
-        if bits == 32:
-            out = np.ascontiguousarray(img, np.float32)
-        else:
-            scale = 255.0 if bits == 8 else 65535.0
-            clean = np.clip(np.nan_to_num(np.asarray(img, np.float32), nan=0.0), 0.0, 1.0)
-            out = np.rint(clean * scale).astype(_DTYPES[bits])
+        out = develop(self._get_frame(), **{k: opts[k] for k in _DEVELOP_KEYS}, dtype=_DTYPES[opts["bits"]])
         return out[None] if index is Ellipsis else out
 
     def iter(self, **kwargs: Any) -> Iterator[np.ndarray]:

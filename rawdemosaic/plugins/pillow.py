@@ -157,11 +157,11 @@ class RawImageFile(ImageFile.ImageFile):
                 linear=o.linear,
                 orient=o.orient,
                 models=o.models,
+                dtype="uint8",
             )
             if img.shape != (self.size[1], self.size[0], 3):
                 raise OSError(f"developed image has shape {img.shape}, expected {(self.size[1], self.size[0], 3)}")
-            u8 = np.rint(np.clip(np.nan_to_num(img, nan=0.0), 0.0, 1.0) * 255.0).astype(np.uint8)
-            self.im = Image.fromarray(u8, "RGB").im
+            self.im = Image.fromarray(img, "RGB").im
             self._frame = None  # the mosaic is no longer needed
             if self._exclusive_fp and self._close_exclusive_fp_after_loading:
                 try:

@@ -862,7 +862,7 @@ def _hbuf(a: np.ndarray, mins: tuple[int, ...]) -> tuple[_Buffer, Any]:
         if a.strides[ax] % a.itemsize:
             raise ValueError("array strides must be multiples of the item size")
         dims[i] = _Dim(mins[i], a.shape[ax], a.strides[ax] // a.itemsize, 0)
-    code = {np.dtype(np.float32): (2, 32), np.dtype(np.uint16): (1, 16)}[a.dtype]
+    code = {np.dtype(np.float32): (2, 32), np.dtype(np.uint16): (1, 16), np.dtype(np.uint8): (1, 8)}[a.dtype]
     buf = _Buffer(0, None, a.ctypes.data, 0, _Type(code[0], code[1], 1), nd, dims, None)
     return buf, dims
 
@@ -871,6 +871,52 @@ def _hbuf(a: np.ndarray, mins: tuple[int, ...]) -> tuple[_Buffer, Any]:
 # Kernels
 
 _ERROR_HANDLER = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_char_p)
+
+
+
+def _build_library(path: Path, what: str, label: str, make, fn_name: str, target: str, quiet: bool) -> Path:
+    """Compile the pipeline ``make() -> (pipeline, arguments)`` for ``target`` into the shared library
+    ``path`` (exporting ``fn_name``) unless it is there; ``what`` names it in errors, ``label`` in the
+    one-line message printed when compiling. Safe across threads and processes: a lock, then a rename."""
+    if path.exists():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _LOCK, _file_lock(path.with_name(path.name + ".lock")):
+        if path.exists():  # built meanwhile by another thread or process
+            return path
+        if not quiet:
+            print(f"rawdemosaic: compiling {label} for this machine...", file=sys.stderr)
+        (path.parent / "TARGET").write_text(target + "\n")
+        with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+            base = Path(tmp) / "k"
+            try:
+                hl = _hl()
+                pipe, args = make()
+                pipe.compile_to({hl.OutputFileType.static_library: str(base) + ".a"}, args, fn_name, hl.Target(target))
+            except Exception as e:  # Halide raises RuntimeError / CompileError
+                raise KernelBuildError(f"{what}: Halide compile failed: {e}") from None
+            so = Path(tmp) / "k.so"
+            alloc = str(Path(__file__).resolve().parent / _ALLOC_SOURCE)  # per-thread scratch reuse
+            cmd = [os.environ.get("CXX", "g++"), "-shared", "-fPIC", "-O2", "-x", "c", alloc, "-x", "none", "-o", str(so),
+                   "-Wl,--whole-archive", str(base) + ".a", "-Wl,--no-whole-archive", "-lpthread", "-ldl"]
+            r = subprocess.run(cmd, capture_output=True, text=True)
+            if r.returncode != 0:
+                raise KernelBuildError(f"{what}: linking failed: {r.stderr.strip().splitlines()[-1:]}")
+            os.replace(so, path)
+    return path
+
+
+def _load_library(path: Path, fn_name: str, argtypes: list) -> tuple:
+    """``(library, function, error messages, handler)`` of a built library. Halide's default error handler
+    aborts the process: this one appends the message to the list instead (keep the handler alive)."""
+    lib = ctypes.CDLL(str(path))
+    fn = getattr(lib, fn_name)
+    fn.argtypes = argtypes
+    fn.restype = ctypes.c_int
+    errors: list[str] = []
+    handler = _ERROR_HANDLER(lambda ctx, msg: errors.append(msg.decode(errors="replace")))
+    lib.halide_set_error_handler(handler)
+    return lib, fn, errors, handler
 
 
 class Kernel:
@@ -914,46 +960,14 @@ class Kernel:
 
     def build(self) -> Path:
         """Compile to the cache if needed; returns the shared library's path."""
-        path = self.path
-        if path.exists():
-            return path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with _LOCK, _file_lock(path.with_name(path.name + ".lock")):
-            if path.exists():  # built meanwhile by another thread or process
-                return path
-            if not self.quiet:
-                print(f"rawdemosaic: compiling kernel {self.program.name} ({self.in_dtype}->{self.out_dtype}) for this machine...", file=sys.stderr)
-            (path.parent / "TARGET").write_text(self.target + "\n")
-            with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
-                base = Path(tmp) / "k"
-                try:
-                    hl = _hl()
-                    pipe, args = build_pipeline(self.program, self.in_dtype, self.out_dtype, linear_io=self.transfer, target=self.target)
-                    target = hl.Target(self.target)
-                    pipe.compile_to({hl.OutputFileType.static_library: str(base) + ".a"}, args, self.fn_name, target)
-                except Exception as e:  # Halide raises RuntimeError / CompileError
-                    raise KernelBuildError(f"kernel {self.program.name}: Halide compile failed: {e}") from None
-                so = Path(tmp) / "k.so"
-                alloc = str(Path(__file__).resolve().parent / _ALLOC_SOURCE)  # per-thread scratch reuse
-                cmd = [os.environ.get("CXX", "g++"), "-shared", "-fPIC", "-O2", "-x", "c", alloc, "-x", "none", "-o", str(so),
-                       "-Wl,--whole-archive", str(base) + ".a", "-Wl,--no-whole-archive", "-lpthread", "-ldl"]
-                r = subprocess.run(cmd, capture_output=True, text=True)
-                if r.returncode != 0:
-                    raise KernelBuildError(f"kernel {self.program.name}: linking failed: {r.stderr.strip().splitlines()[-1:]}")
-                os.replace(so, path)
-        return path
+        return _build_library(
+            self.path, f"kernel {self.program.name}", f"kernel {self.program.name} ({self.in_dtype}->{self.out_dtype})",
+            lambda: build_pipeline(self.program, self.in_dtype, self.out_dtype, linear_io=self.transfer, target=self.target),
+            self.fn_name, self.target, self.quiet)
 
     def _load(self):
         if self._fn is None:
-            lib = ctypes.CDLL(str(self.build()))
-            fn = getattr(lib, self.fn_name)
-            fn.argtypes = [ctypes.POINTER(_Buffer), ctypes.POINTER(_Buffer)]
-            fn.restype = ctypes.c_int
-            # Halide's default error handler aborts the process: record the message instead
-            self._errors: list[str] = []
-            handler = _ERROR_HANDLER(lambda ctx, msg: self._errors.append(msg.decode(errors="replace")))
-            lib.halide_set_error_handler(handler)
-            self._lib, self._fn, self._handler = lib, fn, handler
+            self._lib, self._fn, self._errors, self._handler = _load_library(self.build(), self.fn_name, [ctypes.POINTER(_Buffer), ctypes.POINTER(_Buffer)])
         return self._fn
 
     def __call__(self, mosaic: np.ndarray, cfa=None, out: np.ndarray | None = None) -> np.ndarray:
