@@ -105,7 +105,7 @@ def machine_line(info: dict) -> str:
 
 _HEADER = (
     "# Benchmark results\n\n"
-    "Written by `benchmarks/quality.py` and `benchmarks/speed.py` (each rewrites its own section); "
+    "Written by `benchmarks/quality.py`, `benchmarks/speed.py` and `benchmarks/convert.py` (each rewrites its own section); "
     "the front is `benchmarks/front.png` (`benchmarks/plot_front.py`).\n"
 )
 
@@ -115,6 +115,9 @@ def md_table(headers: list[str], rows: Iterable[list]) -> str:
     for r in rows:
         lines.append("| " + " | ".join("" if c is None else str(c) for c in r) + " |")
     return "\n".join(lines) + "\n"
+
+
+_SECTIONS = ("quality", "speed", "check", "convert")  # RESULTS.md's sections, in order
 
 
 def update_results(section: str, body: str, path: Path = RESULTS_MD) -> None:
@@ -127,11 +130,11 @@ def update_results(section: str, body: str, path: Path = RESULTS_MD) -> None:
         text = re.sub(re.escape(begin) + r".*?" + re.escape(end), lambda _m: block, text, flags=re.S)
     else:
         text = text.rstrip() + "\n\n" + block + "\n"
-    # keep a fixed order: quality, speed, check
-    blocks = {s: re.search(rf"<!-- {s}:begin -->.*?<!-- {s}:end -->", text, flags=re.S) for s in ("quality", "speed", "check")}
-    if all(blocks.values()):
-        head = text[: min(m.start() for m in blocks.values())]
-        text = head.rstrip() + "\n\n" + "\n\n".join(blocks[s].group(0) for s in ("quality", "speed", "check")) + "\n"
+    # keep a fixed order of the sections present (each script writes its own)
+    found = {s: m for s in _SECTIONS if (m := re.search(rf"<!-- {s}:begin -->.*?<!-- {s}:end -->", text, flags=re.S))}
+    if found:
+        head = text[: min(m.start() for m in found.values())]
+        text = head.rstrip() + "\n\n" + "\n\n".join(m.group(0) for m in found.values()) + "\n"
     tmp = path.with_name("." + path.name + ".tmp")
     tmp.write_text(text)
     tmp.replace(path)
@@ -313,17 +316,23 @@ def timed(fn: Callable[[], object], repeats: int, warmup: int = 1) -> list[float
     return out
 
 
-def timed_rounds(tasks: dict[str, tuple[Callable[[], object], int]], warmup: int = 1) -> dict[str, list[float]]:
+def timed_rounds(tasks: dict[str, tuple[Callable[[], object], int]], warmup: int = 1, shuffle: Optional[int] = None) -> dict[str, list[float]]:
     """Time every ``key: (fn, repeats)`` in rounds: round ``r`` runs each task that still needs samples
     once, in order, so a task's samples spread over the whole run. On a shared machine whose speed drifts
     (steal time, other tenants), a method timed in one block can land in a quiet or a busy minute while
-    its peer lands in the other; interleaved, both see the same drift and their medians compare."""
+    its peer lands in the other; interleaved, both see the same drift and their medians compare.
+    ``shuffle`` (a seed): each round in its own random order, for tasks that leave the machine in a state
+    that slows the next one (LibRaw's postprocess slowed the read and develop after it by 0.05 to 0.1 s)."""
     for fn, _ in tasks.values():
         for _ in range(warmup):
             fn()
     out: dict[str, list[float]] = {k: [] for k in tasks}
+    rng = np.random.default_rng(shuffle) if shuffle is not None else None
     for r in range(max((n for _, n in tasks.values()), default=0)):
-        for k, (fn, n) in tasks.items():
+        items = list(tasks.items())
+        if rng is not None:
+            items = [items[i] for i in rng.permutation(len(items))]
+        for k, (fn, n) in items:
             if r < n:
                 t = time.perf_counter()
                 fn()

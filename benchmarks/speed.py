@@ -16,7 +16,7 @@
   ``no_auto_bright``, 16 bits, gamma 1, unit WB, raw colour, ``adjust_maximum_thr=0``. colour-demosaicing
   bilinear / Malvar 2004 / Menon 2007 and demosaicnet on smaller crops, scaled to MP/s (they are slow).
 * Ratios against OpenCV bilinear (uint16) of the same run.
-* End to end: the ``rawdemosaic convert`` work through the Python API (``read`` + ``develop`` + a 16-bit
+* End to end: the ``rawdemosaic convert`` work through the Python API (``read`` + ``develop`` to uint16 + a 16-bit
   TIFF with ICC profile and EXIF via ``writers.write_image``) on ``sample_raws/bayer_rggb.dng`` (and the X-Trans
   sample), beside ``rawpy`` ``imread`` + ``postprocess()`` with its defaults (AHD) on the same file.
 
@@ -288,7 +288,7 @@ def end_to_end(reps: int, log, pick: dict | None = None) -> list[dict]:
 
             def ours():
                 f = rawdemosaic.read(path)
-                img = rawdemosaic.develop(f, kernel=kern)
+                img = rawdemosaic.develop(f, kernel=kern, dtype="uint16")  # as convert does
                 write_image(Path(d) / "ours.tif", img, format="tiff", bits=16, icc=icc, exif=exif_from_frame(f), overwrite=True)
 
             def libraw_default():

@@ -17,7 +17,7 @@ BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 def bench():
     sys.path.insert(0, str(BENCH))
     try:
-        yield {name: importlib.import_module(name) for name in ("_common", "quality", "speed", "plot_front")}
+        yield {name: importlib.import_module(name) for name in ("_common", "quality", "speed", "plot_front", "convert")}
     finally:
         sys.path.remove(str(BENCH))
 
@@ -71,6 +71,12 @@ def test_results_sections(bench, tmp_path):
     C.update_results("speed", "S2", p)
     t = p.read_text()
     assert "S2" in t and "S1" not in t and "Q1" in t and t.count("<!-- speed:begin -->") == 1
+    C.update_results("convert", "E1", p)
+    C.update_results("check", "K1", p)
+    C.update_results("quality", "Q2", p)
+    t = p.read_text()
+    assert [t.index(x) for x in ("Q2", "S2", "K1", "E1")] == sorted(t.index(x) for x in ("Q2", "S2", "K1", "E1"))
+    assert "Q1" not in t and t.count(":begin -->") == 4
 
 
 def test_timed_rounds_interleave_the_methods(bench):
@@ -81,6 +87,29 @@ def test_timed_rounds_interleave_the_methods(bench):
     assert all(x >= 0 for v in t.values() for x in v)
     # one warm-up each, then rounds: every method once per round while it still needs samples
     assert calls == ["fast", "peer", "slow"] + ["fast", "peer", "slow"] + ["fast", "peer"] * 2
+
+
+def test_timed_rounds_shuffled(bench):
+    calls: list[str] = []
+    tasks = {k: ((lambda k=k: calls.append(k)), 6) for k in "abcd"}
+    t = bench["_common"].timed_rounds(tasks, warmup=0, shuffle=1)
+    assert {k: len(v) for k, v in t.items()} == dict.fromkeys("abcd", 6)
+    rounds = [calls[i : i + 4] for i in range(0, 24, 4)]
+    assert all(sorted(r) == list("abcd") for r in rounds) and any(r != list("abcd") for r in rounds)
+
+
+@pytest.mark.slow
+def test_convert_benchmark_smoke(bench):
+    """benchmarks/convert.py on small DNGs (LibRaw's X-Trans code failed on 1008 x 480 and read 1200 x 600)."""
+    E = bench["convert"]
+    doc = E.run(reps=1, log=lambda m: None, size=(600, 1200), budgets=(100.0,))
+    assert doc["quick"]
+    methods = {(r["file"], r["method"]) for r in doc["rows"]}
+    assert {f for f, _ in methods} == {"bayer", "xtrans"} and len(methods) == 8  # 1 kernel + 3 LibRaw, each file
+    ours = [r for r in doc["rows"] if "kernel" in r]
+    assert all(r["cost"] <= 100 and r["budget"] == 100.0 and set(r["stages"]) == {"read", "develop", "write"} for r in ours)
+    assert all(r["median_s"] > 0 and r["mps"] > 0 for r in doc["rows"])
+    assert "| bayer |" in E.render(doc)
 
 
 @pytest.mark.slow
