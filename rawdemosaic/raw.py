@@ -168,7 +168,7 @@ def _build_frame(name: str, raw: Any, tags: dict) -> RawFrame:
     if h < p or w < p:
         raise RawReadError(f"{name}: raw image of {h}x{w} pixels is smaller than its {p}x{p} CFA tile")
     tile_idx = colors_vis[:p, :p].astype(np.int64)  # LibRaw colour indices at the visible origin
-    if not np.array_equal(np.tile(tile_idx, (-(-h // p), -(-w // p)))[:h, :w], colors_vis):
+    if not all(np.all(colors_vis[i::p, j::p] == tile_idx[i, j]) for i in range(p) for j in range(p)):
         raise UnsupportedCFAError(f"{name}: unsupported CFA: the colour layout does not repeat with period {p}")
     lut = []
     for ch in range(int(tile_idx.max()) + 1):
@@ -196,10 +196,20 @@ def _build_frame(name: str, raw: Any, tags: dict) -> RawFrame:
     white = float(raw.white_level)
     if not np.isfinite(white) or np.any(white <= black_tile):
         raise RawReadError(f"{name}: invalid levels (white {white:g} not above black {black_tile.max():g})")
-    black_full = np.tile(black_tile.astype(np.float32), (-(-h // p), -(-w // p)))[:h, :w]
-    scale_full = np.tile((1.0 / (white - black_tile)).astype(np.float32), (-(-h // p), -(-w // p)))[:h, :w]
-    mosaic = (image.astype(np.float32) - black_full) * scale_full
-    mosaic = np.ascontiguousarray(mosaic, dtype=np.float32)
+    # (value - black) / (white - black) per CFA position, in place on one float32 copy (strided by the tile
+    # where the levels differ): full-size tiles of the levels cost more than the arithmetic
+    black32 = black_tile.astype(np.float32)
+    scale32 = (1.0 / (white - black_tile)).astype(np.float32)
+    mosaic = image.astype(np.float32)
+    if (black32 == black32.flat[0]).all() and (scale32 == scale32.flat[0]).all():
+        mosaic -= black32.flat[0]
+        mosaic *= scale32.flat[0]
+    else:
+        for i in range(p):
+            for j in range(p):
+                view = mosaic[i::p, j::p]
+                view -= black32[i, j]
+                view *= scale32[i, j]
 
     # Colour.
     xyz_to_cam, matrix_source = _colour_matrix(raw, tags)
