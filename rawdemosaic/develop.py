@@ -297,10 +297,11 @@ def develop(
     tile = _multiplier_map(cfa, mul4).astype(np.float32)
     h, w = mosaic.shape
     p = tile.shape[0]
-    wbm = mosaic.astype(np.float32, copy=True)
-    for i in range(p):
-        for j in range(p):
-            wbm[i::p, j::p] *= tile[i, j]
+    # one row of multipliers per row phase: every row is then one contiguous product
+    rows = np.tile(tile, (1, -(-w // p)))[:, :w]
+    wbm = np.empty((h, w), np.float32)
+    for i in range(min(p, h)):
+        np.multiply(mosaic[i::p], rows[i], out=wbm[i::p], dtype=np.float32, casting="unsafe")
     # clip to [0, 1] with NaN -> 0 (fmax/fmin skip NaN; +inf -> 1, -inf -> 0) in two passes
     np.fmax(wbm, 0.0, out=wbm)
     np.fmin(wbm, 1.0, out=wbm)
