@@ -15,6 +15,7 @@ demosaicking kernel, results match ``rawpy.postprocess`` closely:
 from __future__ import annotations
 
 import os
+import threading
 import warnings
 from numbers import Real
 from typing import Optional, Sequence, Union
@@ -176,6 +177,7 @@ def _out_dtype(dtype) -> str:
 
 
 _FINISHERS: dict = {}
+_FINISHERS_LOCK = threading.Lock()
 
 
 def _finisher(space: str, linear: bool, out_dtype: str):
@@ -183,9 +185,10 @@ def _finisher(space: str, linear: bool, out_dtype: str):
     from .program.finish import CURVES, Finisher
 
     key = (None if linear else CURVES[space], out_dtype)
-    if key not in _FINISHERS:
-        _FINISHERS[key] = Finisher(*key)
-    return _FINISHERS[key]
+    with _FINISHERS_LOCK:
+        if key not in _FINISHERS:
+            _FINISHERS[key] = Finisher(*key)
+        return _FINISHERS[key]
 
 
 def develop(
@@ -201,7 +204,7 @@ def develop(
     models=None,
     dtype="float32",
 ) -> np.ndarray:
-    """Develop a raw frame into a finished ``(H, W, 3)`` float32 image in ``[0, 1]``.
+    """Develop a raw frame into a finished ``(H, W, 3)`` image: float32 in ``[0, 1]``, or 8/16-bit codes.
 
     Parameters
     ----------

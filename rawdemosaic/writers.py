@@ -253,7 +253,8 @@ class _Unnamed(io.RawIOBase):
         return self._fh.tell()
 
     def flush(self) -> None:
-        self._fh.flush()
+        if not self._fh.closed:  # also called when this view is collected
+            self._fh.flush()
 
 
 def _png_chunk(tag: bytes, body: bytes) -> bytes:

@@ -58,7 +58,6 @@ import tempfile
 from dataclasses import dataclass, replace
 from typing import Optional, Sequence, Union
 
-import numpy as np
 from PIL import Image, ImageFile
 
 from . import magic_format, sniff

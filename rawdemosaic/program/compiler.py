@@ -873,7 +873,6 @@ def _hbuf(a: np.ndarray, mins: tuple[int, ...]) -> tuple[_Buffer, Any]:
 _ERROR_HANDLER = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_char_p)
 
 
-
 def _build_library(path: Path, what: str, label: str, make, fn_name: str, target: str, quiet: bool) -> Path:
     """Compile the pipeline ``make() -> (pipeline, arguments)`` for ``target`` into the shared library
     ``path`` (exporting ``fn_name``) unless it is there; ``what`` names it in errors, ``label`` in the

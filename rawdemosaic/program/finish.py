@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import threading
 from pathlib import Path
 from typing import Any, NamedTuple, Optional
 
@@ -46,6 +47,7 @@ CURVES: dict[str, Optional[Curve]] = {
 }
 
 _OUT = {"float32": np.float32, "uint16": np.uint16, "uint8": np.uint8}
+_LOAD_LOCK = threading.Lock()
 
 
 def _key() -> str:
@@ -144,9 +146,10 @@ class Finisher:
         return _build_library(self.path, what, what, lambda: build_finish(self.curve, self.out_dtype, self.target), self.fn_name, self.target, self.quiet)
 
     def _load(self):
-        if self._fn is None:
-            argtypes = [ctypes.POINTER(_Buffer)] + [ctypes.c_float] * 9 + [ctypes.POINTER(_Buffer)]
-            self._lib, self._fn, self._errors, self._handler = _load_library(self.build(), self.fn_name, argtypes)
+        with _LOAD_LOCK:  # one library handle and error list per instance, whichever thread comes first
+            if self._fn is None:
+                argtypes = [ctypes.POINTER(_Buffer)] + [ctypes.c_float] * 9 + [ctypes.POINTER(_Buffer)]
+                self._lib, self._fn, self._errors, self._handler = _load_library(self.build(), self.fn_name, argtypes)
         return self._fn
 
     def __call__(self, rgb: np.ndarray, matrix: np.ndarray) -> np.ndarray:
