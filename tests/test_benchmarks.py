@@ -199,3 +199,39 @@ def test_self_ensemble_script_smoke(bench, shared_data, tmp_path):
     assert "| `bayer_bilinear` | 2 |" in out.read_text() and all(r["mps"] > 0 for r in doc["rows"])
     with pytest.raises(SystemExit):
         E.main(["--sizes", "3", "--results", ""])
+
+
+@pytest.fixture()
+def simd_peak():
+    sys.path.insert(0, str(BENCH))
+    try:
+        yield importlib.import_module("simd_peak")
+    finally:
+        sys.path.remove(str(BENCH))
+
+
+def test_simd_peak_halide_stacks_compute_the_same_layers(simd_peak):
+    """The int16 A/B stack is the float32 one in fixed point (weights x 256, floored per layer): same outputs up
+    to its rounding, so the benchmark compares equal work."""
+    hl = pytest.importorskip("halide")
+    a = np.random.default_rng(1).random((16, 4, 64)) * 1000
+    outs = {}
+    for kind in ("float32", "int16"):
+        inp, out = simd_peak._halide_stack(kind)
+        data = a.astype(kind)  # referenced while the buffer is in use
+        inp.set(hl.Buffer(data))
+        outs[kind] = np.asarray(out.realize([64, 4, 16])).astype(np.float64)
+    f, q = outs["float32"], outs["int16"]
+    assert f.max() > 10 and (f > 0).mean() > 0.2  # the stack does not collapse to zero
+    assert np.abs(f - q).max() < 0.1 * f.max() and np.abs(f - q).mean() < 0.15 * np.abs(f).mean()
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="inline x86-64 assembly, gcc syntax")
+def test_simd_peak_probe_runs(simd_peak):
+    import platform
+    import shutil
+
+    if platform.machine().lower() not in ("x86_64", "amd64") or not (shutil.which("cc") or shutil.which("gcc")):
+        pytest.skip("needs x86-64 and a C compiler")
+    rates = simd_peak.peak_gmacs(iterations=100_000, runs=1)
+    assert len(rates) == 3 and all(r > 0 for r in rates)
