@@ -235,3 +235,51 @@ def test_simd_peak_probe_runs(simd_peak):
         pytest.skip("needs x86-64 and a C compiler")
     rates = simd_peak.peak_gmacs(iterations=100_000, runs=1)
     assert len(rates) == 4 and all(r > 0 for r in rates)
+
+
+@pytest.fixture()
+def quantisation():
+    pytest.importorskip("torch")
+    sys.path.insert(0, str(BENCH))
+    try:
+        yield importlib.import_module("quantisation")
+    finally:
+        sys.path.remove(str(BENCH))
+
+
+def test_quantisation_codes(quantisation):
+    import torch
+
+    assert quantisation.parse_configs("16/16@2,8/8") == [(16, 16, 2.0), (8, 8, 1.0)]
+    x = torch.linspace(-0.3, 1.2, 1001)
+    q = quantisation._fake_quant(x, -0.3, 1.2, 8)
+    step = 1.5 / 255
+    assert float((q - x).abs().max()) <= step / 2 + 1e-6 and len(torch.unique(q)) <= 256
+    assert float(quantisation._fake_quant(torch.zeros(3), -0.3, 1.2, 8).abs().max()) == 0.0  # zero stays exact
+    assert float(quantisation._fake_quant(torch.tensor([2.0]), -0.3, 1.2, 8)) == pytest.approx(1.2, abs=step)  # clips
+    w = torch.randn(6, 4, 3, 3)
+    wq = quantisation._weight_quant(w, 8)
+    per_channel_step = w.abs().flatten(1).max(1).values / 127
+    assert bool(((wq - w).abs().flatten(1).max(1).values <= per_channel_step / 2 + 1e-7).all())
+
+
+def test_quantisation_float_path_is_the_program_and_16_bits_are_nearly_lossless(quantisation):
+    """``forward`` without ranges is the registry program (numpy reference on the interior); calibrated on the
+    image itself with room to spare, 16-bit codes change it by far less than 8-bit ones, and neither by much."""
+    from rawdemosaic.cfa import CFAPattern, mosaic
+    from rawdemosaic.program.reference import run_reference
+    from rawdemosaic.registry import kernels
+    from rawdemosaic.search.model import ProgramModule
+
+    prog = {k.name: k for k in kernels(plugins=False)}["bm_bayer_bayer_lin_c67"].program()
+    module = ProgramModule(prog).eval()
+    rng = np.random.default_rng(0)
+    img = np.clip(rng.random((8, 8, 3)).repeat(6, 0).repeat(6, 1) + 0.05 * rng.standard_normal((48, 48, 3)), 0, 1).astype(np.float32)
+    pat = CFAPattern(prog.cfa, 0, 0)
+    ref = np.clip(run_reference(prog, mosaic(img, pat), pat), 0, 1)
+    r = prog.receptive_radius()
+    f = quantisation.demosaic(module, img)
+    np.testing.assert_allclose(f[r:-r, r:-r], ref[r:-r, r:-r], atol=1e-4)
+    ranges = quantisation.calibrate(module, [img])
+    err = {b: float(np.abs(quantisation.demosaic(module, img, ranges=ranges, abits=b, wbits=b, margin=1.5) - f).max()) for b in (8, 16)}
+    assert err[16] < 1e-3 and err[16] * 20 < err[8] < 0.1
