@@ -135,16 +135,23 @@ def update_results(section: str, body: str, path: Path = RESULTS_MD) -> None:
     if found:
         head = text[: min(m.start() for m in found.values())]
         text = head.rstrip() + "\n\n" + "\n\n".join(m.group(0) for m in found.values()) + "\n"
+    _write_atomic(path, text)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    path = Path(path)
     tmp = path.with_name("." + path.name + ".tmp")
     tmp.write_text(text)
     tmp.replace(path)
 
 
 def write_json(path: Path, doc: dict) -> None:
-    path = Path(path)
-    tmp = path.with_name("." + path.name + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=1, sort_keys=False) + "\n")
-    tmp.replace(path)
+    _write_atomic(path, json.dumps(doc, indent=1, sort_keys=False) + "\n")
+
+
+def write_page(path: Path, title: str, script: str, machine: dict, body: str) -> None:
+    """A results page of its own (``# title``, who wrote it on which machine, ``body``), written atomically."""
+    _write_atomic(path, f"# {title}\n\nWritten by `benchmarks/{script}`: {machine_line(machine)}.\n\n{body}\n")
 
 
 def fmt(v, nd=2) -> str:

@@ -161,10 +161,7 @@ def main(argv=None) -> dict:
         + C.md_table(["kernel", "arithmetic", "range margin", "Kodak24", "McMaster18", "validation"], rows)
     )
     if a.results:
-        out = Path(a.results)
-        tmp = out.with_name("." + out.name + ".tmp")
-        tmp.write_text(f"# Quantisation\n\nWritten by `benchmarks/quantisation.py`: {C.machine_line(doc['machine'])}.\n\n{body}\n")
-        tmp.replace(out)
+        C.write_page(Path(a.results), "Quantisation", "quantisation.py", doc["machine"], body)
     return doc
 
 

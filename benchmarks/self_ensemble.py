@@ -120,10 +120,7 @@ def main(argv=None) -> dict:
         + C.md_table(["kernel", "n", "ops/pixel", "Kodak24", "McMaster18", "validation", "MP/s"], rows)
     )
     if a.results:
-        out = Path(a.results)
-        tmp = out.with_name("." + out.name + ".tmp")
-        tmp.write_text(f"# Self-ensemble\n\nWritten by `benchmarks/self_ensemble.py`: {C.machine_line(doc['machine'])}.\n\n{body}\n")
-        tmp.replace(out)
+        C.write_page(Path(a.results), "Self-ensemble", "self_ensemble.py", doc["machine"], body)
     return doc
 
 

@@ -201,13 +201,18 @@ def test_self_ensemble_script_smoke(bench, shared_data, tmp_path):
         E.main(["--sizes", "3", "--results", ""])
 
 
-@pytest.fixture()
-def simd_peak():
+def _script(name: str):
+    """A benchmark script as a module (benchmarks/ on the path while it is in use)."""
     sys.path.insert(0, str(BENCH))
     try:
-        yield importlib.import_module("simd_peak")
+        yield importlib.import_module(name)
     finally:
         sys.path.remove(str(BENCH))
+
+
+@pytest.fixture()
+def simd_peak():
+    yield from _script("simd_peak")
 
 
 def test_simd_peak_halide_stacks_compute_the_same_layers(simd_peak):
@@ -240,11 +245,7 @@ def test_simd_peak_probe_runs(simd_peak):
 @pytest.fixture()
 def quantisation():
     pytest.importorskip("torch")
-    sys.path.insert(0, str(BENCH))
-    try:
-        yield importlib.import_module("quantisation")
-    finally:
-        sys.path.remove(str(BENCH))
+    yield from _script("quantisation")
 
 
 def test_quantisation_codes(quantisation):
