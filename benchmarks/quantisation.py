@@ -111,20 +111,17 @@ def parse_configs(text: str) -> list[tuple[int, int, float]]:
 
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--kernels", default="bq_bayer_bayer_hq_c17_p1320", help="registry names, comma-separated")
+    ap.add_argument("--kernels", default="bq_bayer_bayer_hq_c17_p1320,bg_bayer_bayer_gpu_c127", help="registry names, comma-separated")
     ap.add_argument("--configs", default="16/16@1,16/16@2,8/8@1,8/8@1.5,8/8@2", help="activation bits/weight bits@range margin, comma-separated")
     ap.add_argument("--calib", type=int, default=8, help="training-split images to calibrate the ranges on")
     ap.add_argument("--limit", type=int, default=None, help="first N images of each set")
     ap.add_argument("--results", default=str(C.BENCH / "RESULTS_quantisation.md"), help="markdown file to rewrite ('' for none)")
     a = ap.parse_args(argv)
-    import torch
-
     import rawdemosaic
     from quality import TRAIN_SETS, load_files, validation_files
     from rawdemosaic.evaluate import TEST_SETS, cpsnr, data_dir, image_files, load_images, split_files
     from rawdemosaic.search.model import ProgramModule
 
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     configs = parse_configs(a.configs)
     infos = {k.name: k for k in rawdemosaic.kernels(plugins=False)}
     if set(a.kernels.split(",")) - set(infos):
