@@ -75,11 +75,14 @@ PATTERNS = {"bayer": BAYER, "xtrans": XTRANS}
 # ------------------------------------------------------------------------------------------- images
 
 
+def corpus_split() -> tuple[list[Path], list[Path]]:
+    """The training corpus as the search splits it (:func:`rawdemosaic.evaluate.split_files`): (train, validation)."""
+    return split_files([f for sub in TRAIN_SETS if (data_dir() / sub).is_dir() for f in image_files(data_dir() / sub)])
+
+
 def validation_files() -> tuple[list[Path], str]:
-    """The training corpus' validation images: the search's own split (:func:`rawdemosaic.evaluate.split_files`),
-    never seen in training or selection."""
-    files = [f for sub in TRAIN_SETS if (data_dir() / sub).is_dir() for f in image_files(data_dir() / sub)]
-    return split_files(files)[1], "rawdemosaic.evaluate.split_files (the search's validation split)"
+    """The training corpus' validation images: the search's own split, never seen in training or selection."""
+    return corpus_split()[1], "rawdemosaic.evaluate.split_files (the search's validation split)"
 
 
 def load_files(files: list[Path]) -> list[np.ndarray]:

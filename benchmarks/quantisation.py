@@ -59,23 +59,20 @@ def _weight_quant(w, bits: int):
 def forward(module, x, ranges: Ranges | None = None, calibrate: Ranges | None = None, abits: int = 8, wbits: int = 8, margin: float = 1.0):
     """The program of ``module`` on mosaics ``x`` (N, 1, H, W): float when ``ranges`` is None, else quantised
     with them. ``calibrate``: a dict that accumulates the min/max of every weighted op's inputs."""
-    from rawdemosaic.program.ops import get_op
 
-    vals = {}
-    for n in module._nodes:
-        if n.op == "Input":
-            vals[n.id] = x
-            continue
-        ins, w = [vals[i] for i in n.inputs], module.node_weights(n.id)
-        if w and calibrate is not None:
+    def hook(node, ins, w):
+        if not w:
+            return ins, w
+        if calibrate is not None:
             for j, t in enumerate(ins):
-                r = calibrate.setdefault((n.id, j), [0.0, 0.0])
+                r = calibrate.setdefault((node.id, j), [0.0, 0.0])
                 r[0], r[1] = min(r[0], float(t.min())), max(r[1], float(t.max()))
-        if w and ranges is not None:
-            ins = [_fake_quant(t, ranges[(n.id, j)][0] * margin, ranges[(n.id, j)][1] * margin, abits) for j, t in enumerate(ins)]
+        if ranges is not None:
+            ins = [_fake_quant(t, ranges[(node.id, j)][0] * margin, ranges[(node.id, j)][1] * margin, abits) for j, t in enumerate(ins)]
             w = {k: (v if k.startswith("bias") else _weight_quant(v, wbits)) for k, v in w.items()}
-        vals[n.id] = get_op(n.op).torch(ins, module._params[n.id], w, module._ctx)
-    return vals[module.program.output]
+        return ins, w
+
+    return module(x, hook=hook if ranges is not None or calibrate is not None else None)
 
 
 def _crop(img: np.ndarray, s: int) -> np.ndarray:
@@ -118,18 +115,18 @@ def main(argv=None) -> dict:
     ap.add_argument("--results", default=str(C.BENCH / "RESULTS_quantisation.md"), help="markdown file to rewrite ('' for none)")
     a = ap.parse_args(argv)
     import rawdemosaic
-    from quality import TRAIN_SETS, load_files, validation_files
-    from rawdemosaic.evaluate import TEST_SETS, cpsnr, data_dir, image_files, load_images, split_files
+    from quality import corpus_split, load_files
+    from rawdemosaic.evaluate import TEST_SETS, cpsnr, load_images
     from rawdemosaic.search.model import ProgramModule
 
     configs = parse_configs(a.configs)
     infos = {k.name: k for k in rawdemosaic.kernels(plugins=False)}
     if set(a.kernels.split(",")) - set(infos):
         ap.error(f"--kernels: not in the registry: {sorted(set(a.kernels.split(',')) - set(infos))}")
-    train = split_files([f for sub in TRAIN_SETS if (data_dir() / sub).is_dir() for f in image_files(data_dir() / sub)])[0]
+    train, val = corpus_split()
     calib_images = load_files(train[: a.calib])
     sets = {"kodak24": load_images(TEST_SETS["kodak24"], limit=a.limit), "mcmaster18": load_images(TEST_SETS["mcmaster18"], limit=a.limit)}
-    sets["val"] = load_files(validation_files()[0][: a.limit])
+    sets["val"] = load_files(val[: a.limit])
     rows, doc = [], {"machine": C.machine_info(), "calibration": [f"{p.parent.name}/{p.name}" for p in train[: a.calib]], "rows": []}
     for name in a.kernels.split(","):
         module = ProgramModule(infos[name].program()).eval()

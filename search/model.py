@@ -11,16 +11,16 @@ training losses crop them.
 from __future__ import annotations
 
 import math
-from typing import Mapping
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
-from rawdemosaic.program.graph import Program
+from rawdemosaic.program.graph import Node, Program
 from rawdemosaic.program.ops import RefContext, Shape, get_op
 
-__all__ = ["ProgramModule", "to_program", "inherit_weights", "weight_shapes", "INITS"]
+__all__ = ["ProgramModule", "NodeHook", "to_program", "inherit_weights", "weight_shapes", "INITS"]
 
 INITS = ("program", "random", "xavier")
 
@@ -61,6 +61,9 @@ def _random_weight(key: str, shape: tuple[int, ...], init: str, gen: torch.Gener
     fan_in, fan_out = _fans(shape)
     std = 0.5 / math.sqrt(fan_in) if init == "random" else math.sqrt(2.0 / (fan_in + fan_out))
     return torch.randn(shape, generator=gen) * std
+
+
+NodeHook = Callable[[Node, Sequence[torch.Tensor], Mapping[str, torch.Tensor]], tuple[Sequence[torch.Tensor], Mapping[str, torch.Tensor]]]
 
 
 class ProgramModule(nn.Module):
@@ -114,7 +117,10 @@ class ProgramModule(nn.Module):
     def node_weights(self, nid: str) -> dict[str, torch.Tensor]:
         return {name: self.weights[pk] for name, pk in self._wkeys.get(nid, {}).items()}
 
-    def forward(self, mosaic: torch.Tensor) -> torch.Tensor:
+    def forward(self, mosaic: torch.Tensor, hook: "NodeHook | None" = None) -> torch.Tensor:
+        """``(N, 3, H, W)`` from mosaics ``(N, 1, H, W)``. ``hook(node, inputs, weights) -> (inputs, weights)``,
+        if given, sees every node but the input before it runs and may replace what it runs on (e.g. to
+        record activation ranges or simulate quantisation, ``benchmarks/quantisation.py``)."""
         if mosaic.ndim != 4 or mosaic.shape[1] != 1:
             raise ValueError(f"mosaic must be (N, 1, H, W), got {tuple(mosaic.shape)}")
         h, w = mosaic.shape[-2:]
@@ -126,8 +132,10 @@ class ProgramModule(nn.Module):
             if n.op == "Input":
                 vals[n.id] = mosaic
             else:
-                op = get_op(n.op)
-                vals[n.id] = op.torch([vals[i] for i in n.inputs], self._params[n.id], self.node_weights(n.id), self._ctx)
+                ins, w = [vals[i] for i in n.inputs], self.node_weights(n.id)
+                if hook is not None:
+                    ins, w = hook(n, ins, w)
+                vals[n.id] = get_op(n.op).torch(ins, self._params[n.id], w, self._ctx)
             for i in n.inputs:
                 if self._last_use.get(i) == k and i != out_id:
                     vals.pop(i, None)

@@ -121,3 +121,25 @@ def test_midres_seed_torch_reference_halide_agree(cfa, tmp_path, monkeypatch):
     ref = run_reference(prog, m)
     assert np.abs(_torch_rgb(ProgramModule(prog), m) - ref)[r:-r, r:-r].max() <= TOL
     assert np.abs(Kernel(prog, quiet=True)(m) - ref).max() <= TOL
+
+
+def test_forward_hook_sees_every_node_and_can_replace_its_operands():
+    prog = bayer_bilinear()
+    module = ProgramModule(prog)
+    m = torch.from_numpy(np.random.default_rng(3).random((16, 16)).astype(np.float32))[None, None]
+    seen = []
+
+    def record(node, ins, w):
+        seen.append(node.id)
+        return ins, w
+
+    with torch.no_grad():
+        plain = module(m)
+        same = module(m, hook=record)
+        zeroed = module(m, hook=lambda node, ins, w: (ins, {k: torch.zeros_like(v) for k, v in w.items()}))
+    assert seen == [n.id for n in prog.live_nodes() if n.op != "Input"]
+    assert torch.equal(plain, same)
+    # with every filter zeroed, green keeps only the CFA's green samples (RGGB: odd row-plus-column parity)
+    green = torch.zeros(16, 16, dtype=torch.bool)
+    green[0::2, 1::2] = green[1::2, 0::2] = True
+    assert not torch.equal(plain, zeroed) and torch.equal(zeroed[0, 1], torch.where(green, m[0, 0], torch.zeros(())))
