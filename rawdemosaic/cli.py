@@ -19,16 +19,12 @@ __all__ = ["main"]
 
 
 def _wb(text: str):
-    t = text.strip().lower()
-    if t in ("camera", "daylight"):
-        return t
+    from .batch import parse_wb
+
     try:
-        vals = [float(v) for v in t.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--wb takes camera, daylight or R,G,B[,G] multipliers, got {text!r}") from None
-    if len(vals) not in (3, 4) or min(vals) <= 0:
-        raise argparse.ArgumentTypeError(f"--wb needs 3 or 4 positive multipliers, got {text!r}")
-    return vals
+        return parse_wb(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"--wb: {e}") from None
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -39,7 +35,7 @@ def _parser() -> argparse.ArgumentParser:
     # convert: option defaults are None so a --recipe can fill them; Options holds the real defaults
     c = sub.add_parser("convert", help="convert raw files to TIFF/PNG/JPEG")
     c.add_argument("inputs", nargs="+", help="raw files, directories or globs")
-    c.add_argument("-o", "--output", help="output file (one input) or directory")
+    c.add_argument("-o", "--output", help="output directory, or for one input a file (its suffix sets the format)")
     c.add_argument("-r", "--recursive", action="store_true", default=None, help="recurse into directories")
     g = c.add_mutually_exclusive_group()
     g.add_argument("--budget", type=float, help="cost budget in ops/pixel: best kernel that fits")
@@ -108,7 +104,7 @@ def _fail(msg: str, code: int = 1) -> int:
 
 
 def _convert(args) -> int:
-    from .batch import Options, load_recipe, plan, run, summary, write_report
+    from .batch import Options, _canonical, load_recipe, output_format, plan, run, summary, write_report
 
     recipe = load_recipe(args.recipe) if args.recipe else {}
     cli = {
@@ -116,7 +112,10 @@ def _convert(args) -> int:
         for k in ("output", "recursive", "budget", "kernel", "format", "bits", "quality", "compression", "wb", "colorspace", "linear", "orient", "overwrite", "name", "jobs", "models")
     }
     fmt = cli.get("format") or recipe.get("format")
-    if fmt == "jpeg" and cli.get("bits") is None and recipe.get("bits") is None:
+    out = cli.get("output") or recipe.get("output")
+    if fmt is None and isinstance(out, str) and not os.path.isdir(out):
+        fmt = cli["format"] = output_format(out)  # -o photo.png: PNG (plan() checks it is one file)
+    if isinstance(fmt, str) and _canonical("format", fmt) == "jpeg" and cli.get("bits") is None and recipe.get("bits") is None:
         cli["bits"] = 8  # JPEG's only depth is the default there
     if cli.get("budget") is not None or cli.get("kernel") is not None:  # CLI choice of kernel wins as a whole
         recipe.pop("budget", None)
@@ -168,7 +167,7 @@ def _info(args) -> int:
             status = _fail(str(e))
             continue
         h, w = f.shape
-        cam = " ".join(x for x in (f.make, f.model) if x) or "unknown camera"
+        cam = f.camera or "unknown camera"
         wb = lambda v: "n/a" if v is None else ", ".join(f"{x:.3f}" for x in v)  # noqa: E731
         rows = [
             ("file", path),

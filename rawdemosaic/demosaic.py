@@ -20,7 +20,7 @@ _LOCK = threading.Lock()
 def choose(cfa, budget: float | None = None, kernel: str | None = None, models: str | Path | None = None) -> KernelInfo:
     """The registry entry :func:`demosaic` would use (see :func:`rawdemosaic.registry.select`)."""
     pat = as_pattern(cfa)
-    return select(kernels(pat.kind, models=models), pat.kind, budget=budget, name=kernel)
+    return select(kernels(models=models), pat.kind, budget=budget, name=kernel)  # select names a wrong-CFA kernel
 
 
 def get_kernel(info: KernelInfo, in_dtype: str = "float32", out_dtype: str = "float32"):
@@ -69,7 +69,8 @@ def demosaic(mosaic: np.ndarray, cfa, budget: float | None = None, kernel: str |
     pat = as_pattern(cfa)
     if min(m.shape) < 2 * pat.period:
         raise ValueError(f"mosaic {m.shape} is too small: at least {2 * pat.period} pixels each way for {pat.kind.value}")
-    if m.dtype == np.uint16:
+    if m.dtype.kind == "u" and m.dtype.itemsize == 2:
+        m = m.astype(np.uint16, copy=False)  # native byte order (a big-endian ">u2" is swapped)
         in_dt = "uint16"
     else:
         if m.dtype.kind != "f":

@@ -9,7 +9,7 @@ import numpy as np
 
 from .cfa import CFAPattern
 
-__all__ = ["RawFrame"]
+__all__ = ["RawFrame", "camera_name"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -55,5 +55,20 @@ class RawFrame:
     extra: dict = field(default_factory=dict)
 
     @property
+    def camera(self) -> str:
+        """Make and model for people to read (see :func:`camera_name`); ``""`` if both are unknown."""
+        return camera_name(self.make, self.model)
+
+    @property
     def shape(self) -> tuple[int, int]:
         return self.mosaic.shape  # type: ignore[return-value]
+
+
+def camera_name(make: str, model: str) -> str:
+    """``"make model"``, without repeating the maker: many cameras' model tag starts with (a word of) the make,
+    e.g. Canon's ``"Canon PowerShot S40"`` or Kodak's ``"Kodak DC50"`` under ``"Eastman Kodak Company"``."""
+    make, model = " ".join(make.split()), " ".join(model.split())
+    first = model.split(" ", 1)[0].lower() if model else ""
+    if first and first in make.lower().split():
+        return model
+    return " ".join(x for x in (make, model) if x)

@@ -53,7 +53,7 @@ from . import cfa as _cfa
 from .errors import RawReadError, UnsupportedCFAError
 from .frame import RawFrame
 
-__all__ = ["read", "FLIP_TO_EXIF"]
+__all__ = ["read", "read_metadata", "FLIP_TO_EXIF"]
 
 #: LibRaw ``sizes.flip`` code -> EXIF orientation.
 FLIP_TO_EXIF = {0: 1, 1: 2, 2: 4, 3: 3, 4: 5, 5: 8, 6: 6, 7: 7}
@@ -95,6 +95,31 @@ def read(path: Union[str, os.PathLike]) -> RawFrame:
         raise RawReadError(f"{name}: cannot read as a camera raw ({_one_line(exc)})") from None
     except (OSError, ValueError, MemoryError) as exc:
         raise RawReadError(f"{name}: cannot read as a camera raw ({type(exc).__name__}: {_one_line(exc)})") from None
+
+
+def read_metadata(path: Union[str, os.PathLike]) -> dict:
+    """Camera and capture metadata of a raw file without decoding its pixels: ``make``, ``model``, ``iso``,
+    ``exposure_time``, ``aperture``, ``focal_length`` and ``timestamp``, as :func:`read` fills them into the
+    :class:`RawFrame`. LibRaw only parses the file's headers, so this is cheap (name templates use it).
+
+    Raises
+    ------
+    RawReadError
+        The file is missing, empty, or LibRaw cannot open it.
+    """
+    name = os.fspath(path)
+    _check_file(name)
+    import rawpy
+
+    tags = _tiff_tags(name)
+    raw = rawpy.RawPy()
+    try:
+        raw.open_file(name)
+        return _metadata(name, raw, tags)
+    except rawpy.LibRawError as exc:
+        raise RawReadError(f"{name}: cannot read as a camera raw ({_libraw_reason(exc)})") from None
+    finally:
+        raw.close()
 
 
 # --------------------------------------------------------------------------------------------- helpers

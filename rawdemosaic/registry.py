@@ -130,8 +130,17 @@ def kernels(cfa: CFA | str | None = None, models: str | Path | None = None, plug
         Registry directory to use instead of the default (see :func:`default_models_dir`).
     plugins
         Include kernel packs from the ``rawdemosaic.kernels`` entry-point group.
+
+    Raises
+    ------
+    KernelNotFoundError
+        The registry directory (``models`` or ``$RAWDEMOSAIC_MODELS``) holds no ``registry.json``.
     """
-    entries = load_registry(models if models is not None else default_models_dir())
+    directory = Path(models) if models is not None else default_models_dir()
+    if not (directory / "registry.json").is_file():  # a directory the user named (the shipped one has it)
+        what = "no such directory" if not directory.is_dir() else "no registry.json in it"
+        raise KernelNotFoundError(f"{directory}: not a kernel registry ({what})")
+    entries = load_registry(directory)
     if plugins:
         names = {e.name for e in entries}
         for e in _plugin_registries():

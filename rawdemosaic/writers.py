@@ -104,12 +104,15 @@ def quantize(image: np.ndarray, bits: int) -> np.ndarray:
 # EXIF
 # ---------------------------------------------------------------------------------------------------
 
-_EXIF_KEYS = ("make", "model", "iso", "exposure_time", "aperture", "focal_length", "datetime", "software")
+_EXIF_KEYS = ("make", "model", "iso", "exposure_time", "aperture", "focal_length", "datetime", "software", "orientation")
 
 
-def exif_from_frame(frame) -> dict:
-    """The ``exif=`` dict for :func:`write_image` from a :class:`~rawdemosaic.frame.RawFrame`."""
+def exif_from_frame(frame, upright: bool = True) -> dict:
+    """The ``exif=`` dict for :func:`write_image` from a :class:`~rawdemosaic.frame.RawFrame`. ``upright``:
+    the pixels were turned upright (``develop(orient=True)``); if not, the file's orientation code goes
+    into the output, so that viewers still turn the picture."""
     d = {
+        "orientation": None if upright or frame.orientation == 1 else frame.orientation,
         "make": frame.make or None,
         "model": frame.model or None,
         "iso": frame.iso,
@@ -150,7 +153,7 @@ def _normalise_exif(exif: Optional[dict]) -> dict:
         return {}
     if not isinstance(exif, dict):
         raise ValueError(f"exif must be a dict, got {type(exif).__name__}")
-    unknown = set(exif) - set(_EXIF_KEYS) - {"orientation"}
+    unknown = set(exif) - set(_EXIF_KEYS)
     if unknown:
         raise ValueError(f"unknown exif keys {sorted(unknown)}: use {', '.join(_EXIF_KEYS)}")
     out: dict = {}
@@ -164,6 +167,11 @@ def _normalise_exif(exif: Optional[dict]) -> dict:
     dt = _exif_datetime(exif.get("datetime"))
     if dt:
         out["datetime"] = dt
+    o = exif.get("orientation")
+    if o is not None:
+        if isinstance(o, bool) or not isinstance(o, (int, np.integer)) or not 1 <= o <= 8:
+            raise ValueError(f"exif orientation must be an EXIF code 1..8, got {o!r}")
+        out["orientation"] = int(o)
     return out
 
 
@@ -171,7 +179,7 @@ def _pillow_exif(meta: dict):
     from PIL import Image, TiffImagePlugin
 
     ex = Image.Exif()
-    ex[0x0112] = 1  # Orientation: pixels are already upright
+    ex[0x0112] = meta.get("orientation", 1)  # 1: the pixels are upright
     if "make" in meta:
         ex[0x010F] = meta["make"]
     if "model" in meta:
@@ -209,7 +217,7 @@ def _pillow_exif(meta: dict):
 def _write_tiff(fh, data: np.ndarray, icc: Optional[bytes], meta: dict, compression: Optional[str] = None) -> None:
     import tifffile
 
-    extratags = [(274, "H", 1, 1, True)]  # Orientation = 1
+    extratags = [(274, "H", 1, meta.get("orientation", 1), True)]  # 1: the pixels are upright
     if "make" in meta:
         extratags.append((271, "s", 0, meta["make"], True))
     if "model" in meta:
@@ -353,8 +361,9 @@ def write_image(
     exif
         Camera metadata: a dict with any of ``make``, ``model``, ``iso``, ``exposure_time`` (seconds),
         ``aperture`` (f-number), ``focal_length`` (mm), ``datetime`` (``datetime``, POSIX timestamp or
-        ``"YYYY:MM:DD HH:MM:SS"``) and ``software``. Orientation is always written as 1 because the pixels
-        are already upright. TIFF gets Make/Model/DateTime/Software; PNG and JPEG get a full EXIF block.
+        ``"YYYY:MM:DD HH:MM:SS"``), ``software`` and ``orientation`` (EXIF code 1..8, default 1: the pixels
+        are upright; give the raw's code when they are as stored). TIFF gets
+        Orientation/Make/Model/DateTime/Software; PNG and JPEG get a full EXIF block.
     overwrite
         Replace an existing file. Without it an existing ``path`` is an error and is left untouched.
     compression

@@ -54,7 +54,53 @@ def test_convert_formats(tmp_path, fmt, bits, mode):
 def test_single_output_file_and_wb_colorspace(tmp_path):
     dest = tmp_path / "x.png"
     assert main(["convert", XTRANS, "-o", dest, "--bits", "8", "--wb", "daylight", "--colorspace", "adobe", "--linear"]) == 0
-    assert dest.exists()
+    with Image.open(dest) as im:  # the suffix sets the format
+        assert im.format == "PNG" and im.mode == "RGB"
+    dest = tmp_path / "x.jpg"  # and JPEG's 8 bits with it
+    assert main(["convert", BAYER, "-o", dest, "--kernel", "bayer_bilinear"]) == 0
+    with Image.open(dest) as im:
+        assert im.format == "JPEG"
+    assert main(["convert", BAYER, "-o", tmp_path / "y", "--kernel", "bayer_bilinear", "--format", "JPG"]) == 0
+    assert [p.name for p in (tmp_path / "y").iterdir()] == ["bayer_rggb.jpg"]
+
+
+def test_plan_errors_write_nothing(tmp_path):
+    """Outputs that would collide, overwrite an input or contradict the format stop the run before any file."""
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+    one, two = tmp_path / "a" / "x.dng", tmp_path / "b" / "x.dng"
+    one.write_bytes(BAYER.read_bytes()), two.write_bytes(XTRANS.read_bytes())
+    cases = [
+        ([one, two, "-o", tmp_path / "b", "--name", "{stem}.dng", "--overwrite"], "would overwrite the input file"),
+        ([one, two, "-o", tmp_path / "out"], "would be written there"),
+        ([one, two, "-o", tmp_path / "two.tif"], "but there are 2 inputs"),
+        ([one, "-o", tmp_path / "x.jpg", "--format", "png"], "the suffix says jpeg"),
+        ([one, "--budget", "inf"], "finite"),
+    ]
+    for args, msg in cases:
+        r = run("convert", *args)
+        assert r.returncode == 1 and msg in r.stderr and len(r.stderr.strip().splitlines()) == 1, (args, r.stderr)
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["a", "b", "x.dng", "x.dng"]
+    assert two.read_bytes() == XTRANS.read_bytes()
+
+
+def test_no_orient_keeps_the_orientation_tag(tmp_path):
+    from rawdemosaic.testing import write_dng
+
+    rng = np.random.default_rng(0)
+    src = write_dng(tmp_path / "o6.dng", rng.integers(0, 4095, (48, 64)).astype(np.uint16), "RGGB", 0, 4095, orientation=6)
+    for flag in (None, "--no-orient"):
+        out = tmp_path / f"{flag}.png"
+        assert main(["convert", src, "-o", out, "--bits", "8", "--kernel", "bayer_bilinear", *([flag] if flag else [])]) == 0
+        with Image.open(out) as im:
+            upright = flag is None
+            assert im.size == ((48, 64) if upright else (64, 48))  # (width, height): turned, or as stored
+            assert im.getexif().get(0x0112) == (1 if upright else 6)
+
+
+def test_report_directory_is_created(tmp_path):
+    report = tmp_path / "logs" / "run.json"
+    assert main(["convert", BAYER, "-o", tmp_path / "o", "--kernel", "bayer_bilinear", "--report", report]) == 0
+    assert json.loads(report.read_text())["summary"]["converted"] == 1
 
 
 def test_skip_existing_then_overwrite(tmp_path, capsys):
@@ -71,14 +117,17 @@ def test_skip_existing_then_overwrite(tmp_path, capsys):
 def test_bad_files_one_line_nonzero_nothing_written(tmp_path):
     bad = tmp_path / "broken.dng"
     bad.write_bytes(BAYER.read_bytes()[:5000])
+    cut = tmp_path / "cut.dng"  # headers whole, pixel data cut short: LibRaw prints a line of its own
+    cut.write_bytes(BAYER.read_bytes()[:300000])
     text = tmp_path / "notes.dng"
     text.write_text("hello")
     outdir = tmp_path / "out"
-    r = run("convert", bad, text, BAYER, "-o", outdir, "--kernel", "bayer_bilinear")
+    r = run("convert", bad, cut, text, BAYER, "-o", outdir, "--kernel", "bayer_bilinear")
     assert r.returncode == 1
-    errs = [l for l in r.stderr.splitlines() if l.startswith("rawdemosaic:")]
-    assert len(errs) == 2 and any("broken.dng" in l for l in errs) and any("notes.dng" in l for l in errs)
-    assert "converted 1, skipped 0, failed 2" in r.stdout
+    errs = r.stderr.splitlines()
+    assert len(errs) == 3 and all(l.startswith("rawdemosaic: ") for l in errs), r.stderr  # one line per failure, nothing else
+    assert all(any(n in l for l in errs) for n in ("broken.dng", "cut.dng", "notes.dng"))
+    assert "converted 1, skipped 0, failed 3" in r.stdout
     assert sorted(p.name for p in outdir.iterdir()) == ["bayer_rggb.tif"]
 
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from rawdemosaic.errors import RawReadError
+from rawdemosaic.plugins import RAW_EXTENSIONS
 from rawdemosaic.plugins.napari import get_reader
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -20,6 +21,8 @@ def test_manifest_is_valid_and_declared():
     assert manifest.name == "rawdemosaic"
     (reader,) = manifest.contributions.readers
     assert "*.dng" in reader.filename_patterns and "*.RAF" in reader.filename_patterns
+    # napari offers the reader for exactly the files it takes (get_reader's extension list), in either case
+    assert set(reader.filename_patterns) == {f"*{c(e)}" for e in RAW_EXTENSIONS for c in (str.lower, str.upper)}
     (cmd,) = manifest.contributions.commands
     assert cmd.python_name == "rawdemosaic.plugins.napari:get_reader"
     assert any(ep.name == "rawdemosaic" for ep in entry_points(group="napari.manifest"))

@@ -63,6 +63,17 @@ def test_metadata_and_icc(sample_dngs):
     ImageCms.ImageCmsProfile(io.BytesIO(icc))
 
 
+def test_camera_space_profile_uses_the_files_matrix(sample_dngs):
+    """``colorspace="raw"``: the profile describes this camera's colours (its matrix), as the CLI writes it."""
+    from rawdemosaic.color import icc_profile
+
+    frame = rawdemosaic.read(sample_dngs["bayer"])
+    assert frame.xyz_to_cam is not None
+    rpil.options.colorspace = "raw"
+    with Image.open(sample_dngs["bayer"]) as im:
+        assert im.info["icc_profile"] == icc_profile("raw", xyz_to_cam=frame.xyz_to_cam) != icc_profile("raw")
+
+
 def test_orientation_applied(rotated_dng):
     h, w = raw_visible_shape(rotated_dng)
     with Image.open(rotated_dng) as im:

@@ -12,7 +12,7 @@ import pytest
 import rawdemosaic
 from rawdemosaic.cfa import BAYER_NAMES, CFA, CFAPattern, detect
 from rawdemosaic.errors import RawReadError, UnsupportedCFAError
-from rawdemosaic.raw import FLIP_TO_EXIF, read
+from rawdemosaic.raw import FLIP_TO_EXIF, read, read_metadata
 from rawdemosaic.testing import ILLUMINANT_A, ILLUMINANT_D65, write_dng
 
 rawpy = pytest.importorskip("rawpy")
@@ -158,6 +158,8 @@ def test_every_shared_raw_reads(shared_data):
             pat = np.array(manifest[p.name][0])
             pat[pat == 3] = 1
             assert frame.cfa == detect(pat), p.name
+        meta = read_metadata(p)  # the headers alone give the frame's metadata
+        assert meta == {k: getattr(frame, k) for k in meta} and set(meta) >= {"make", "model", "timestamp", "iso"}, p.name
 
 
 # ------------------------------------------------------------------------------------ generated DNGs
@@ -284,6 +286,26 @@ def test_dng_metadata(tmp_path):
     assert f.aperture == pytest.approx(4.0, rel=1e-5)
     assert f.focal_length == pytest.approx(50.0, rel=1e-5)
     assert f.timestamp == pytest.approx(dt.datetime(2024, 5, 6, 7, 8, 9).timestamp())
+
+
+@pytest.mark.parametrize(
+    "make, model, camera",
+    [("Canon", "Canon PowerShot S40", "Canon PowerShot S40"), ("Eastman Kodak Company", "Kodak DC50", "Kodak DC50"),
+     ("Acme", "Sensor 9000", "Acme Sensor 9000"), ("", "Sensor 9000", "Sensor 9000"), ("Acme", "", "Acme"), ("", "", "")],
+)  # fmt: skip
+def test_camera_name_does_not_repeat_the_maker(make, model, camera):
+    from rawdemosaic.frame import RawFrame, camera_name
+
+    assert camera_name(make, model) == camera
+    assert RawFrame(None, np.zeros((4, 4), np.float32), CFAPattern(CFA.BAYER, 0, 0), make=make, model=model).camera == camera
+
+
+def test_read_metadata_errors(tmp_path):
+    with pytest.raises(RawReadError, match="no such file"):
+        read_metadata(tmp_path / "nope.dng")
+    (tmp_path / "t.dng").write_text("hello")
+    with pytest.raises(RawReadError, match="t.dng"):
+        read_metadata(tmp_path / "t.dng")
 
 
 def test_dng_missing_metadata_is_none(tmp_path):

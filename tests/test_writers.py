@@ -207,6 +207,24 @@ def test_exif_from_frame():
     f = RawFrame(None, np.zeros((4, 4), np.float32), as_pattern("RGGB"), make="Canon", model="S40", iso=100.0, timestamp=1.0e9)
     e = exif_from_frame(f)
     assert e == {"make": "Canon", "model": "S40", "iso": 100.0, "datetime": 1.0e9}
+    assert exif_from_frame(f, upright=False) == e  # orientation 1: nothing to record
+    f6 = RawFrame(None, np.zeros((4, 4), np.float32), as_pattern("RGGB"), orientation=6)
+    assert exif_from_frame(f6) == {} and exif_from_frame(f6, upright=False) == {"orientation": 6}
+
+
+@pytest.mark.parametrize("suffix", [".tif", ".png", ".jpg"])
+def test_orientation_is_written(tmp_path, image, suffix):
+    """Pixels left as stored keep the raw's orientation code, so viewers still turn them; upright ones say 1."""
+    from PIL import Image
+
+    for code in (None, 6):
+        path = tmp_path / f"o{code}{suffix}"
+        write_image(path, image, bits=8, exif={} if code is None else {"orientation": code})
+        with Image.open(path) as im:
+            tag = im.getexif().get(0x0112) if suffix != ".tif" else im.tag_v2.get(274)
+        assert tag == code if code else tag in (None, 1)  # without metadata a file may carry no EXIF block
+    with pytest.raises(ValueError, match="orientation"):
+        write_image(tmp_path / "bad.png", image, exif={"orientation": 9})
 
 
 # ----------------------------------------------------------------------------- argument errors

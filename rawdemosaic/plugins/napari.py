@@ -35,6 +35,6 @@ def read_raw(path: PathOrPaths) -> list[tuple[Any, dict, str]]:
     for p in path if isinstance(path, list) else [path]:
         frame = read(p)
         img = develop(frame, budget=options.budget, kernel=options.kernel, wb=options.wb, colorspace=options.colorspace, linear=options.linear, orient=options.orient, models=options.models)
-        meta = {"camera": f"{frame.make} {frame.model}".strip(), "cfa": frame.cfa.name, "iso": frame.iso, "exposure_time": frame.exposure_time}
+        meta = {"camera": frame.camera, "cfa": frame.cfa.name, "iso": frame.iso, "exposure_time": frame.exposure_time}
         layers.append((img, {"name": os.path.basename(str(p)), "rgb": True, "contrast_limits": (0.0, 1.0), "metadata": meta}, "image"))
     return layers

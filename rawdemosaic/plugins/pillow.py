@@ -199,7 +199,7 @@ def _info(frame, kind: str, opts: PillowOptions) -> dict:
     try:
         from ..color import icc_profile
 
-        info["icc_profile"] = icc_profile(opts.colorspace, linear=opts.linear)
+        info["icc_profile"] = icc_profile(opts.colorspace, linear=opts.linear, xyz_to_cam=frame.xyz_to_cam)
     except (ImportError, AttributeError, TypeError, ValueError):  # optional metadata only
         pass
     return info
