@@ -204,12 +204,20 @@ def add_entry(program, directory: str | Path, quality: Mapping[str, float], desc
     """Save ``program`` into registry ``directory`` and add (or replace) its entry in ``registry.json``.
 
     Entries with other names are kept. The registry file is rewritten atomically.
+
+    Raises
+    ------
+    ProgramError
+        ``registry.json`` exists but is damaged (nothing is written then).
     """
     directory = Path(directory)
+    path = directory / "registry.json"
+    doc = {"format": REGISTRY_FORMAT, "entries": []}
+    if path.exists():
+        load_registry(directory)  # a damaged registry is an error before anything is written into it
+        doc = json.loads(path.read_text())
     directory.mkdir(parents=True, exist_ok=True)
     program.save(directory / f"{program.name}.json")
-    path = directory / "registry.json"
-    doc = json.loads(path.read_text()) if path.exists() else {"format": REGISTRY_FORMAT, "entries": []}
     entry = {
         "name": program.name,
         "cfa": program.cfa.value,

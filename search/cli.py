@@ -14,7 +14,7 @@ Subcommands::
 ``--config`` takes a TOML path or the name of a packaged config (``smoke``, ``bayer``, ``xtrans``).
 ``export`` fully trains the finalists of the run's front, measures them through the Halide kernel and
 adds them to the registry in ``--into`` (default: the registry the runtime uses, ``$RAWDEMOSAIC_MODELS``
-or ``models/``); entries it does not replace are kept. Point the runtime at another registry with
+or the installed package's ``models``); entries it does not replace are kept. Point the runtime at another registry with
 ``RAWDEMOSAIC_MODELS=DIR`` or ``rawdemosaic ... --models DIR``.
 ``prune`` narrows a searched entry's convolutions (:mod:`.channels`), fine-tunes it with the training
 settings of the run recorded in its provenance and adds it as a new entry (``<entry>_p<cost>``).
@@ -42,7 +42,7 @@ CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 def config_path(name: str) -> Path:
     """A config file: a path, or the name of a packaged config (``smoke``, ``bayer``, ``xtrans``)."""
     p = Path(name)
-    if p.exists():
+    if p.is_file():
         return p
     q = CONFIG_DIR / (name if name.endswith(".toml") else name + ".toml")
     if q.exists():
@@ -80,6 +80,53 @@ def parse_overrides(items: Sequence[str]) -> dict:
     return out
 
 
+#: ``--set`` keys of export and prune: the ``[export]`` table's
+_OVERRIDE_KEYS = ("top", "steps", "sets", "prefix", *_EXPORT_TRAIN_KEYS)
+_POSITIVE_INTS = ("top", "steps", "patch", "count", "val_count", "batch", "limit")
+
+
+def _check_overrides(overrides: dict) -> None:
+    """``--set`` values: known ``[export]`` keys, of the default's type, positive counts (before any training)."""
+    from . import evolve as E
+
+    bad = sorted(set(overrides) - set(_OVERRIDE_KEYS))
+    if bad:
+        raise ValueError(f"--set {bad[0]}: unknown key (known: {', '.join(sorted(_OVERRIDE_KEYS))})")
+    if isinstance(overrides.get("sets"), str):
+        overrides["sets"] = [overrides["sets"]]  # --set sets=kodak24: one set, not its letters
+    E.check_config({"export": overrides}, "--set")
+    for k in _POSITIVE_INTS:
+        v = overrides.get(k)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+            raise ValueError(f"--set {k}={v!r}: expected a positive integer")
+    for k in ("lr", "synthetic", "color"):
+        v = overrides.get(k)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0 or (k == "lr" and v == 0)):
+            raise ValueError(f"--set {k}={v!r}: expected a {'positive' if k == 'lr' else 'non-negative'} number")
+
+
+def _as_sets(sets) -> list[str]:
+    return [sets] if isinstance(sets, str) else list(sets)
+
+
+def _check_export_args(top=None, limit=None, jobs=1, steps=None, into=None, sets=(), trained_dir=None) -> None:
+    """What export and prune are given, checked before they train (an error after an hour of training loses it)."""
+    from ..evaluate import TEST_SETS, data_dir
+    from ..registry import load_registry
+
+    for name, v in (("--top", top), ("--limit", limit), ("--jobs", jobs), ("--steps", steps)):
+        if v is not None and int(v) < 1:
+            raise ValueError(f"{name} must be >= 1, got {v}")
+    for name, d in (("--into", into), ("--trained", trained_dir)):
+        if d is not None and Path(d).exists() and not Path(d).is_dir():
+            raise ValueError(f"{d}: exists and is not a directory ({name} takes a directory)")
+    if into is not None and (Path(into) / "registry.json").exists():
+        load_registry(into)  # a damaged registry: an error now, not after training
+    for k in sets:
+        if not (data_dir() / TEST_SETS.get(k, k)).is_dir():
+            raise ValueError(f"no quality set {k!r} ({data_dir() / TEST_SETS.get(k, k)} is not a directory; known: {', '.join(TEST_SETS)})")
+
+
 def export_run(run_dir: str | Path, into: str | Path | None = None, top: int | None = None, steps: int | None = None, sets: Sequence[str] | None = None, limit: int | None = None, trainer=None, executor=None, quiet: bool = False, prune: bool = True, overrides: dict | None = None, trained_dir: str | Path | None = None, train_only: bool = False, jobs: int = 1, ids: Sequence[int] | None = None, ensemble: Sequence[int] = ()) -> list:
     """Full-train the finalists of a run's front and add them to the registry ``into``.
 
@@ -108,11 +155,13 @@ def export_run(run_dir: str | Path, into: str | Path | None = None, top: int | N
     if st is None:
         raise FileNotFoundError(f"{run_dir}: no completed generation to export")
     overrides = dict(overrides or {})
+    _check_overrides(overrides)
     ec = {**s.config["export"], **overrides}
     top = int(top if top is not None else ec["top"])
-    sets = list(sets if sets is not None else ec["sets"])
+    sets = _as_sets(sets if sets is not None else ec["sets"])
     limit = limit if limit is not None else ec.get("limit")
     into = Path(into) if into is not None else default_models_dir()
+    _check_export_args(top=top, limit=limit, jobs=jobs, steps=steps, into=None if train_only else into, sets=() if train_only else sets, trained_dir=trained_dir)
     if ids:
         by_id = {c.id: c for c in st.population}
         missing = sorted(set(ids) - set(by_id))
@@ -136,7 +185,11 @@ def export_run(run_dir: str | Path, into: str | Path | None = None, top: int | N
                 p = Program.load(f)
                 if S.structural_hash(p) != (c.hash or S.structural_hash(c.program)):  # the state records each candidate's hash
                     raise ValueError(f"{f}: not candidate {c.id} of {run_dir} (another program: a trained directory of another run?)")
-                results[c.id] = {"id": c.id, "program": p, "psnr": float(p.meta["full_train"]["val_psnr"]), "full_train": p.meta["full_train"]}
+                done = p.meta["full_train"]
+                want = getattr(trainer, "steps", None)
+                if done.get("overrides", {}) != overrides or (want is not None and done.get("steps") not in (None, want)):
+                    raise ValueError(f"{f}: trained with {done.get('steps')} steps and {done.get('overrides', {})}, not the {want} steps and {overrides} asked for")
+                results[c.id] = {"id": c.id, "program": p, "psnr": float(done["val_psnr"]), "full_train": done}
                 if not quiet:
                     print(f"export: candidate {c.id}: trained program from {f}")
     todo = [E.Job(c.id, c.program, s.seed * 1_000_003 + c.id + 500_000, None) for c in finalists if c.id not in results]
@@ -157,6 +210,11 @@ def export_run(run_dir: str | Path, into: str | Path | None = None, top: int | N
         else:
             executor = E.SerialExecutor()
     executor.map(trainer, todo, on_result=keep)
+    failed = [c.id for c in finalists if "error" in results.get(c.id, {"error": "no result"}) or not math.isfinite(results[c.id]["psnr"])]
+    for cid in failed:
+        print(f"export: candidate {cid} failed to train: {results.get(cid, {}).get('error', 'no result')}", file=sys.stderr)
+    if failed and len(failed) == len(finalists):
+        raise ValueError(f"{run_dir}: every finalist failed to train ({len(failed)})")
     if train_only:
         return []
     from .export import export_entry
@@ -166,10 +224,9 @@ def export_run(run_dir: str | Path, into: str | Path | None = None, top: int | N
     written = []
     prefix = ec.get("prefix", "search")
     for c in finalists:
-        r = results[c.id]
-        if "error" in r or not math.isfinite(r["psnr"]):
-            print(f"export: candidate {c.id} failed to train: {r.get('error')}", file=sys.stderr)
+        if c.id in failed:
             continue
+        r = results[c.id]
         prog = r["program"]
         name = f"{prefix}_{s.cfa.value}_{run_dir.name}_c{c.id}".replace("-", "_")
 
@@ -259,12 +316,16 @@ def prune_entry(entry: str, keep: dict, models: str | Path | None = None, into: 
     prov = dict(info.provenance or {})
     if "config" not in prov:
         raise ValueError(f"{entry}: its provenance records no search config (only searched entries are pruned)")
-    config = E.load_config(text=prov["config"])
+    config = E.load_config(text=prov["config"], source=f"{entry}'s recorded config")
     overrides = dict(overrides or {})
+    _check_overrides(overrides)
     ec = {**config["export"], **overrides}
     tcfg = {**config["train"], **{k: ec[k] for k in _EXPORT_TRAIN_KEYS if k in ec}}
     tcfg["steps"] = int(steps if steps is not None else ec["steps"])
     seed = int(prov.get("seed", config["search"]["seed"]))
+    sets = _as_sets(sets if sets is not None else ec["sets"])
+    into = Path(into) if into is not None else src
+    _check_export_args(limit=limit, steps=steps, into=None if train_only else into, sets=() if train_only else sets, trained_dir=trained_dir)
     parent = info.program()
     pruned = prune_channels(parent, keep)
     name = name or f"{entry}_p{int(round(pruned.cost()))}"
@@ -306,10 +367,8 @@ def prune_entry(entry: str, keep: dict, models: str | Path | None = None, into: 
                              *(f"--set {k}={v}" for k, v in overrides.items())]),
     })
     q = None
-    sets = list(sets if sets is not None else ec["sets"])
     if limit:
         q = _limited_quality(prog, sets, int(limit))
-    into = Path(into) if into is not None else src
     written = export_entry(prog, run_info, into, sets, quality=q)
     if not quiet:
         print(f"pruned {entry} ({parent.cost():g} ops/pixel) to {written.name}: cost {written.cost:g}, " + ", ".join(f"{k} {v:.2f}" for k, v in written.quality.items()))
@@ -394,7 +453,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--quiet", action="store_true")
     e = sub.add_parser("export", help="full-train the front's finalists and write registry entries")
     e.add_argument("dir")
-    e.add_argument("--into", default=None, help="registry directory (default: $RAWDEMOSAIC_MODELS or models/)")
+    e.add_argument("--into", default=None, help="registry directory (default: the runtime's, $RAWDEMOSAIC_MODELS or the installed package's models)")
     e.add_argument("--top", type=int, default=None)
     e.add_argument("--ids", type=int, nargs="+", default=None, help="export these candidates of the final population instead of the front")
     e.add_argument("--steps", type=int, default=None, help="full-training steps (default: the config's [export] steps)")
@@ -483,6 +542,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             if args.name and len(args.ops) > 1:
                 raise ValueError("--name names one entry: give one --ops with it")
+            from ..registry import default_models_dir
+
+            _check_export_args(limit=args.limit, into=args.into or default_models_dir(), sets=_as_sets(args.sets or ("kodak24", "mcmaster18")))
             ne = training_equations(args.cfa, args.radius, args.color, args.seed, ops=args.ops, domain=args.domain)  # once for every cost
             for ops in args.ops:
                 info = fit_linear_entry(args.cfa, ops, into=args.into, name=args.name, radius=args.radius, color=args.color, seed=args.seed,
@@ -494,8 +556,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             out = plot_front(args.out, models=args.models, runs=args.runs, quality_set=args.set)
             print(out)
-    except (FileNotFoundError, FileExistsError, ValueError, RawDemosaicError) as e:
-        print(f"rawdemosaic search: error: {e}", file=sys.stderr)
+    except (OSError, ValueError, RawDemosaicError) as e:  # OSError: missing, existing, not a directory, permission
+        print(f"rawdemosaic search: error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
     return 0
 

@@ -125,11 +125,80 @@ def _merge(base: dict, over: dict) -> dict:
     return out
 
 
-def load_config(path: str | Path | None = None, text: str | None = None) -> dict:
-    """A config (TOML) merged over :data:`DEFAULTS`."""
-    if text is None:
-        text = Path(path).read_text() if path is not None else ""
-    return _merge(DEFAULTS, tomllib.loads(text))
+#: keys a config may hold beyond :data:`DEFAULTS` (read with ``.get`` where they are used)
+_EXTRA_KEYS: dict[str, tuple[str, ...]] = {
+    "search": ("cfa", "green_generations", "chroma_generations"),
+    "train": ("synthetic", "hard_fraction", "pool_factor", "color", "limit", "cache_dir"),
+    "export": ("patch", "count", "val_count", "batch", "lr", "loss", "limit", "device", "synthetic", "color", "keep_zeros"),
+    "space": ("seed_weights", "seed_entries", "residual_seeds", "deep_seeds", "midres_seeds"),
+}
+
+
+def _known_keys(table: str) -> set[str]:
+    keys = set(DEFAULTS[table]) | set(_EXTRA_KEYS.get(table, ()))
+    if table == "space":
+        from .space import SpaceConfig
+
+        keys |= set(SpaceConfig.__dataclass_fields__) - {"cfa", "mode", "green_pool"}
+    return keys
+
+
+def check_config(doc: dict, source: str = "config") -> None:
+    """Refuse what a config must not hold: unknown tables or keys (a typo would silently fall back to the
+    default) and values of another type than the default's (``enabled = "no"`` would read as true).
+
+    Raises
+    ------
+    ValueError
+        Naming ``source``, the key and what it takes.
+    """
+    import difflib
+
+    for table, body in doc.items():
+        if table not in DEFAULTS or not isinstance(body, dict):
+            raise ValueError(f"{source}: unknown table [{table}] (known: {', '.join(f'[{t}]' for t in DEFAULTS)})")
+        known = _known_keys(table)
+        for k, v in body.items():
+            if k not in known:
+                near = difflib.get_close_matches(k, sorted(known), n=1)
+                raise ValueError(f"{source}: unknown key {k!r} in [{table}]" + (f" (did you mean {near[0]!r}?)" if near else f" (known: {', '.join(sorted(known))})"))
+            if k not in DEFAULTS[table]:
+                continue
+            d = DEFAULTS[table][k]
+            if isinstance(d, bool):
+                ok, what = isinstance(v, bool), "true or false"
+            elif isinstance(d, int):
+                ok, what = isinstance(v, int) and not isinstance(v, bool), "an integer"
+            elif isinstance(d, float):
+                ok, what = isinstance(v, (int, float)) and not isinstance(v, bool), "a number"
+            elif isinstance(d, str):
+                ok, what = isinstance(v, str), "a string"
+            elif isinstance(d, list):
+                ok, what = isinstance(v, list), "a list"
+            else:
+                ok, what = True, ""
+            if not ok:
+                raise ValueError(f"{source}: [{table}] {k} takes {what}, got {v!r}")
+
+
+def load_config(path: str | Path | None = None, text: str | None = None, source: str | None = None) -> dict:
+    """A config (TOML) merged over :data:`DEFAULTS`, checked by :func:`check_config`.
+
+    Raises
+    ------
+    ValueError
+        The file cannot be read or parsed, or holds an unknown key or a value of the wrong type (the message
+        names ``source``, default the path).
+    """
+    source = source or (str(path) if path is not None else "config")
+    try:
+        if text is None:
+            text = Path(path).read_text() if path is not None else ""
+        doc = tomllib.loads(text)
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+        raise ValueError(f"{source}: cannot read the config: {' '.join(str(e).split())}") from None
+    check_config(doc, source)
+    return _merge(DEFAULTS, doc)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -528,8 +597,16 @@ def load_state(run_dir: str | Path) -> State | None:
     ptr = run_dir / "state.json"
     if not ptr.exists():
         return None
-    d = run_dir / json.loads(ptr.read_text())["current"]
-    doc = json.loads((d / "state.json").read_text())
+    d = run_dir / str(_read_json(ptr, "current")["current"])
+    keys = ("population", "green_pool", "generation", "phase_index", "phase_gen", "seen", "rng_state", "next_id")
+    doc = _read_json(d / "state.json", *keys)
+    try:
+        return _state_from(doc, d)
+    except (KeyError, TypeError) as e:
+        raise ValueError(f"{d / 'state.json'}: damaged run file ({type(e).__name__}: {e})") from None
+
+
+def _state_from(doc: dict, d: Path) -> State:
     pop = []
     for info in doc["population"]:
         prog = Program.load(d / "pop" / f"c{info['id']:06d}.json")
@@ -758,31 +835,63 @@ def run(config: dict | str | Path, out: str | Path, cfa: CFA | str | None = None
     completed generations (used by tests to simulate an interruption).
     """
     if not isinstance(config, dict):
-        config_text = Path(config).read_text()
-        config = load_config(text=config_text)
+        config_text = Path(config).read_text() if Path(config).is_file() else None
+        config = load_config(config)  # names the file when it cannot be read or checked
     out = Path(out)
     if (out / "state.json").exists():
         raise FileExistsError(f"{out} already holds a run: use resume")
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{out}: exists and is not a directory")
+    if (out / "run.json").exists():
+        raise FileExistsError(f"{out}: a run interrupted before its first generation: use resume")
+    if out.is_dir() and any(out.iterdir()):
+        raise FileExistsError(f"{out}: not empty and not a run (start a run in a new or empty directory)")
     cfa = CFA(cfa or config["search"].get("cfa", "bayer"))
     seed = int(config["search"]["seed"] if seed is None else seed)
-    _atomic_text(out / "config.toml", config_text if config_text is not None else _to_toml(config))
-    _atomic_text(out / "run.json", json.dumps({"cfa": cfa.value, "seed": seed, "ray_address": address or "", "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "argv": sys.argv}, indent=1) + "\n")
+    if seed < 0:
+        raise ValueError(f"the seed must be >= 0, got {seed}")
+    text = config_text if config_text is not None else _to_toml(config)
     if address:
         config = _merge(config, {"ray": {"address": address, "enabled": True}})
-    s = Search(config, out, cfa, seed, trainer, executor, quiet)
+    s = Search(config, out, cfa, seed, trainer, executor, quiet)  # checks the mode and the trainer before anything is written
+    out.mkdir(parents=True, exist_ok=True)
+    _atomic_text(out / "config.toml", text)
+    _atomic_text(out / "run.json", json.dumps({"cfa": cfa.value, "seed": seed, "ray_address": address or "", "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "argv": sys.argv}, indent=1) + "\n")
     s.log(f"# run {out} cfa={cfa.value} seed={seed} phases={s.phases} tiers={tier_bounds(**s.tiers)}")
     return s.run(None, stop_after)
 
 
 def open_run(out: str | Path, trainer=None, executor=None, quiet: bool = False, address: str | None = None) -> Search:
     out = Path(out)
-    info = json.loads((out / "run.json").read_text())
+    if not out.is_dir():
+        raise FileNotFoundError(f"{out}: no such run directory")
+    info = _read_json(out / "run.json", "cfa", "seed")
     config = load_config(out / "config.toml")
     address = address or info.get("ray_address") or ""
     if address:
         config = _merge(config, {"ray": {"address": address, "enabled": True}})
     return Search(config, out, CFA(info["cfa"]), int(info["seed"]), trainer, executor, quiet)
+
+
+def _read_json(path: Path, *keys: str) -> dict:
+    """A run file's JSON object, with ``keys`` present.
+
+    Raises
+    ------
+    FileNotFoundError
+        ``path`` is missing (not a run directory).
+    ValueError
+        It is not JSON, not an object, or lacks one of ``keys`` (truncated or damaged): the message names it.
+    """
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: missing (not a run directory?)")
+    try:
+        doc = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: damaged run file ({e})") from None
+    if not isinstance(doc, dict) or any(k not in doc for k in keys):
+        raise ValueError(f"{path}: damaged run file (it needs the keys {', '.join(keys)})")
+    return doc
 
 
 def resume(out: str | Path, trainer=None, executor=None, stop_after: int | None = None, quiet: bool = False, address: str | None = None) -> State:

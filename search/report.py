@@ -9,7 +9,6 @@ not comparable with the test-set numbers).
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Sequence
@@ -40,7 +39,11 @@ def _registry_points(models: str | Path | None, quality_set: str) -> list[dict]:
     from ..registry import kernels
 
     pts = []
-    for e in kernels(models=models, plugins=False):
+    entries = kernels(models=models, plugins=False)
+    measured = sorted({k for e in entries for k in e.quality})
+    if entries and quality_set not in measured:
+        raise ValueError(f"no registry entry is measured on {quality_set!r} (measured: {', '.join(measured)})")
+    for e in entries:
         if quality_set in e.quality:
             classical = e.provenance.get("source", "").endswith("classical")
             pts.append({"name": e.name, "cfa": e.cfa.value, "cost": e.cost, "q": e.quality[quality_set], "classical": classical})
@@ -50,15 +53,21 @@ def _registry_points(models: str | Path | None, quality_set: str) -> list[dict]:
 def _run_front(run_dir: Path) -> tuple[str, list[tuple[float, float]]]:
     from . import evolve as E
 
+    info = E._read_json(run_dir / "run.json")
     st = E.load_state(run_dir)
-    info = json.loads((run_dir / "run.json").read_text())
     if st is None:
         return info.get("cfa", "?"), []
     return info.get("cfa", "?"), [(c.program.cost(), c.psnr) for c in E.front(st.population)]
 
 
 def plot_front(out: str | Path, models: str | Path | None = None, runs: Sequence[str | Path] = (), quality_set: str = "kodak24") -> Path:
-    """Write the plot to ``out`` (PNG) and return its path."""
+    """Write the plot to ``out`` (PNG without a suffix; another suffix matplotlib knows, such as ``.svg``,
+    gives that format) atomically, and return its path."""
+    out = Path(out)
+    if out.is_dir():
+        raise ValueError(f"{out}: is a directory (give the plot's file name)")
+    if not out.suffix:
+        out = out.with_suffix(".png")
     import matplotlib
 
     matplotlib.use("Agg")
@@ -116,8 +125,12 @@ def plot_front(out: str | Path, models: str | Path | None = None, runs: Sequence
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7)
     fig.tight_layout()
-    out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
+    tmp = out.with_name(f".{out.stem}.tmp{out.suffix}")  # a whole plot or none: written, then renamed
+    try:
+        fig.savefig(tmp, dpi=120)
+        tmp.replace(out)
+    finally:
+        plt.close(fig)
+        tmp.unlink(missing_ok=True)
     return out

@@ -249,17 +249,19 @@ def test_export_trains_elsewhere_and_resumes_from_trained_finalists(tmp_path):
             raise KeyboardInterrupt  # the session ends during the second finalist
         return counting(program, seed, init_from)
 
+    ov = parse_overrides(["steps=123", "device=cuda"])
     with pytest.raises(KeyboardInterrupt):
-        export_run(run_dir, reg, top=2, trainer=interrupted, trained_dir=tdir, train_only=True, quiet=True)
+        export_run(run_dir, reg, top=2, trainer=interrupted, trained_dir=tdir, train_only=True, quiet=True, overrides=ov)
     assert len(list(tdir.glob("c*.json"))) == len(calls) == 1  # the first one was kept
-    assert export_run(run_dir, reg, top=2, trainer=counting, trained_dir=tdir, train_only=True, quiet=True) == []
+    assert export_run(run_dir, reg, top=2, trainer=counting, trained_dir=tdir, train_only=True, quiet=True, overrides=ov) == []
     saved = sorted(tdir.glob("c*.json"))
     assert len(saved) == len(calls) == 2 and not reg.exists()  # resumed: only the second trained
 
     def must_not_train(program, seed, init_from):
         raise AssertionError("trained again")
 
-    ov = parse_overrides(["steps=123", "device=cuda"])
+    with pytest.raises(ValueError, match="trained with .* not the"):  # other settings: not reused as if they were these
+        export_run(run_dir, reg, top=2, trainer=must_not_train, trained_dir=tdir, limit=1, sets=["kodak24"], overrides={"steps": 124}, quiet=True)
     written = export_run(run_dir, reg, top=2, trainer=must_not_train, trained_dir=tdir, limit=1, sets=["kodak24"], overrides=ov, quiet=True)
     assert len(written) == 2 and all(w.provenance["export_overrides"] == ov for w in written)
     assert {f"c{w.provenance['candidate']}.json" for w in written} == {f.name for f in saved}
