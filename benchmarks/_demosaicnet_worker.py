@@ -4,6 +4,7 @@ may live in its own virtual environment); prints one JSON document on its last s
 
     python _demosaicnet_worker.py quality --set test/kodak24 --cfa bayer [--limit N] [--linear]
     python _demosaicnet_worker.py speed --cfa xtrans --size 512 --repeats 3
+    python _demosaicnet_worker.py teach --cfa bayer --input rgb.npy --output teacher.npy
 
 The networks use unpadded ("valid") convolutions, as they were trained: the test image is reflect-padded by a
 margin wider than the receptive field, with the top/left pad chosen so that the padded mosaic starts with the
@@ -107,6 +108,20 @@ def run(img: np.ndarray, kind: CFA) -> np.ndarray:
     return out
 
 
+@torch.no_grad()
+def run_batch(imgs: np.ndarray, kind: CFA, chunk: int = 64) -> np.ndarray:
+    """:func:`run` on equally sized images ``(N, H, W, 3)``, ``chunk`` at a time."""
+    out = np.empty_like(imgs, dtype=np.float32)
+    h, w, v = imgs.shape[1], imgs.shape[2], VALID[kind]
+    for s in range(0, len(imgs), chunk):
+        parts = [padded_mosaic(im, kind) for im in imgs[s : s + chunk]]
+        pt, pl = parts[0][1], parts[0][2]
+        x = torch.from_numpy(np.stack([p[0] for p in parts]))
+        y = model(kind)(x).numpy().transpose(0, 2, 3, 1)
+        out[s : s + chunk] = y[:, pt - v : pt - v + h, pl - v : pl - v + w]
+    return out
+
+
 def list_files(subdir: str) -> list[str]:
     d = Path(subdir)
     if not d.is_absolute():
@@ -149,6 +164,19 @@ def cmd_speed(a) -> dict:
     return {"size": a.size, "times": times, "median_s": med, "mps": a.size * a.size / med / 1e6, "threads": torch.get_num_threads(), "torch": torch.__version__}
 
 
+def cmd_teach(a) -> dict:
+    """The network's output for every patch of ``--input`` (``(N, 3, P, P)`` float32 sRGB, canonical phase), saved
+    as ``--output`` in the same layout: teacher targets for distillation (search/results/probes/distill.py)."""
+    kind = CFA(a.cfa)
+    rgb = np.load(a.input).transpose(0, 2, 3, 1)
+    t0 = time.perf_counter()
+    out = run_batch(np.ascontiguousarray(rgb), kind).transpose(0, 3, 1, 2)
+    tmp = Path(a.output).with_name(Path(a.output).name + ".tmp.npy")
+    np.save(tmp, np.ascontiguousarray(out, np.float32))
+    tmp.replace(a.output)
+    return {"patches": len(out), "seconds": time.perf_counter() - t0, "weights": weights_digest(), "threads": torch.get_num_threads()}
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser()
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -161,9 +189,13 @@ def main(argv=None) -> None:
     s.add_argument("--cfa", choices=["bayer", "xtrans"], required=True)
     s.add_argument("--size", type=int, default=512)
     s.add_argument("--repeats", type=int, default=3)
+    t = sub.add_parser("teach")
+    t.add_argument("--cfa", choices=["bayer", "xtrans"], required=True)
+    t.add_argument("--input", required=True)
+    t.add_argument("--output", required=True)
     a = ap.parse_args(argv)
     torch.set_num_threads(int(os.environ.get("DEMOSAICNET_THREADS", os.cpu_count() or 1)))
-    doc = cmd_quality(a) if a.cmd == "quality" else cmd_speed(a)
+    doc = {"quality": cmd_quality, "speed": cmd_speed, "teach": cmd_teach}[a.cmd](a)
     doc["demosaicnet"] = getattr(demosaicnet, "__version__", None) or _dist_version()
     print(json.dumps(doc))
 
