@@ -118,6 +118,8 @@ def read_metadata(path: Union[str, os.PathLike]) -> dict:
         return _metadata(name, raw, tags)
     except rawpy.LibRawError as exc:
         raise RawReadError(f"{name}: cannot read as a camera raw ({_libraw_reason(exc)})") from None
+    except (OSError, ValueError, MemoryError) as exc:  # as read() reports them
+        raise RawReadError(f"{name}: cannot read as a camera raw ({type(exc).__name__}: {_one_line(exc)})") from None
     finally:
         raw.close()
 
