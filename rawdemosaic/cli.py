@@ -210,7 +210,7 @@ def _kernels(args) -> int:
         for curve, space in spaces.items():
             for dt in ("float32", "uint16", "uint8"):
                 f = Finisher(curve, dt)
-                cached = f.path.exists()
+                cached = f.is_cached()
                 f.build()
                 print(f"{'finish ' + ('linear' if curve is None else space):28s} {dt:8s} {'cached' if cached else 'built'}  {f.path}")
         return 0

@@ -30,7 +30,8 @@ def get_kernel(info: KernelInfo, in_dtype: str = "float32", out_dtype: str = "fl
     """
     from .program.compiler import Kernel
 
-    key = (str(info.program_path), info.program_path.stat().st_mtime_ns if info.program_path.exists() else 0, in_dtype, out_dtype)
+    files = (info.program_path, info.program_path.with_suffix(".npz"))  # the graph and its weights
+    key = (str(info.program_path), *(f.stat().st_mtime_ns if f.exists() else 0 for f in files), in_dtype, out_dtype)
     with _LOCK:
         k = _KERNELS.get(key)
         if k is None:

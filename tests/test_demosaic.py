@@ -77,3 +77,21 @@ def test_detect_all_phases():
                 assert got.kind is kind and np.array_equal(got.pattern, pat)
     # a Bayer pattern written at period 4 is still Bayer
     assert detect(np.tile(as_pattern("GBRG").pattern, (2, 2))).name == "GBRG"
+
+
+def test_new_weights_are_used_in_a_running_process(tmp_path, monkeypatch):
+    """The per-process kernel memo notices a registry entry's weights changing (its ``.npz``), not only its graph."""
+    from rawdemosaic.program.classical import bayer_bilinear
+    from rawdemosaic.registry import add_entry
+
+    monkeypatch.setenv("RAWDEMOSAIC_CACHE", str(tmp_path / "cache"))
+    models = tmp_path / "models"
+    add_entry(bayer_bilinear(), models, {"kodak24": 30.0})
+    m = np.full((16, 16), 0.5, np.float32)
+    before = rawdemosaic.demosaic(m, "RGGB", kernel="bayer_bilinear", models=models)
+    weights = models / "bayer_bilinear.npz"
+    with np.load(weights) as z:
+        halved = {k: z[k] * np.float32(0.5) if z[k].dtype.kind == "f" else z[k] for k in z.files}
+    np.savez(weights, **halved)
+    after = rawdemosaic.demosaic(m, "RGGB", kernel="bayer_bilinear", models=models)
+    assert not np.allclose(before, after)

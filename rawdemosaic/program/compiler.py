@@ -32,10 +32,13 @@ import functools
 import hashlib
 import math
 import os
+import shutil
+import struct
 import subprocess
 import sys
 import tempfile
 import threading
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -83,7 +86,7 @@ def cache_dir() -> Path:
     """Kernel cache root: ``$RAWDEMOSAIC_CACHE`` or the user cache directory."""
     env = os.environ.get("RAWDEMOSAIC_CACHE")
     if env:
-        return Path(env)
+        return Path(env).expanduser()
     import platformdirs
 
     return Path(platformdirs.user_cache_dir("rawdemosaic"))
@@ -101,8 +104,9 @@ def _compiler_key() -> str:
     """Fingerprint of the lowering code: kernels built by other versions of it are not reused."""
     h = hashlib.sha256()
     here = Path(__file__).resolve().parent
-    for name in ("ops.py", "compiler.py", "ensemble.py", _ALLOC_SOURCE):
+    for name in ("ops.py", "compiler.py", "ensemble.py", "graph.py", _ALLOC_SOURCE):
         h.update((here / name).read_bytes())
+    h.update((here.parent / "cfa.py").read_bytes())  # the canonical patterns the lowering folds phases by
     return h.hexdigest()[:8]
 
 
@@ -873,49 +877,124 @@ def _hbuf(a: np.ndarray, mins: tuple[int, ...]) -> tuple[_Buffer, Any]:
 _ERROR_HANDLER = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_char_p)
 
 
+_STALE_BUILD_S = 3600.0  # a temporary build directory this old was left by a killed build
+
+
+def _library_ok(path: Path) -> bool:
+    """``path`` holds a whole shared library: on ELF systems, a file reaching past its section header table
+    (the ELF file's last part). A crash while it was written, or a damaged cache, leaves a short or foreign file,
+    which would fail to load, or load and crash the process (SIGBUS); such a file is rebuilt."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(64)
+            size = os.fstat(fh.fileno()).st_size
+    except OSError:
+        return False
+    if not sys.platform.startswith("linux"):
+        return size > 0
+    if len(head) < 52 or head[:4] != b"\x7fELF" or head[4] not in (1, 2) or head[5] not in (1, 2):
+        return False
+    e = "<" if head[5] == 1 else ">"
+    if head[4] == 2:  # 64-bit
+        if len(head) < 64:
+            return False
+        shoff, (shentsize, shnum) = struct.unpack_from(e + "Q", head, 0x28)[0], struct.unpack_from(e + "HH", head, 0x3A)
+    else:
+        shoff, (shentsize, shnum) = struct.unpack_from(e + "I", head, 0x20)[0], struct.unpack_from(e + "HH", head, 0x2E)
+    return shoff > 0 and shnum > 0 and shoff + shentsize * shnum <= size
+
+
 def _build_library(path: Path, what: str, label: str, make, fn_name: str, target: str, quiet: bool) -> Path:
     """Compile the pipeline ``make() -> (pipeline, arguments)`` for ``target`` into the shared library
-    ``path`` (exporting ``fn_name``) unless it is there; ``what`` names it in errors, ``label`` in the
-    one-line message printed when compiling. Safe across threads and processes: a lock, then a rename."""
-    if path.exists():
+    ``path`` (exporting ``fn_name``) unless a whole one is there (:func:`_library_ok`); ``what`` names it in
+    errors, ``label`` in the one-line message printed when compiling. Safe across threads and processes: a
+    lock, then a rename of a file synced to disk; temporary directories of killed builds are removed."""
+    if _library_ok(path):
         return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with _LOCK, _file_lock(path.with_name(path.name + ".lock")):
-        if path.exists():  # built meanwhile by another thread or process
-            return path
-        if not quiet:
-            print(f"rawdemosaic: compiling {label} for this machine...", file=sys.stderr)
-        (path.parent / "TARGET").write_text(target + "\n")
-        with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
-            base = Path(tmp) / "k"
-            try:
-                hl = _hl()
-                pipe, args = make()
-                pipe.compile_to({hl.OutputFileType.static_library: str(base) + ".a"}, args, fn_name, hl.Target(target))
-            except Exception as e:  # Halide raises RuntimeError / CompileError
-                raise KernelBuildError(f"{what}: Halide compile failed: {e}") from None
-            so = Path(tmp) / "k.so"
-            alloc = str(Path(__file__).resolve().parent / _ALLOC_SOURCE)  # per-thread scratch reuse
-            cmd = [os.environ.get("CXX", "g++"), "-shared", "-fPIC", "-O2", "-x", "c", alloc, "-x", "none", "-o", str(so),
-                   "-Wl,--whole-archive", str(base) + ".a", "-Wl,--no-whole-archive", "-lpthread", "-ldl"]
-            r = subprocess.run(cmd, capture_output=True, text=True)
-            if r.returncode != 0:
-                raise KernelBuildError(f"{what}: linking failed: {r.stderr.strip().splitlines()[-1:]}")
-            os.replace(so, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with _LOCK, _file_lock(path.with_name(path.name + ".lock")):
+            if _library_ok(path):  # built meanwhile by another thread or process
+                return path
+            path.unlink(missing_ok=True)  # damaged (see _library_ok)
+            _remove_stale_builds(path.parent)
+            if not quiet:
+                print(f"rawdemosaic: compiling {label} for this machine...", file=sys.stderr)
+            (path.parent / "TARGET").write_text(target + "\n")
+            with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+                _compile_and_link(Path(tmp), path, what, make, fn_name, target)
+    except OSError as e:
+        raise KernelBuildError(f"kernel cache {cache_dir()}: cannot write ({e.strerror or e}: {e.filename or path}); set RAWDEMOSAIC_CACHE to a writable directory") from None
     return path
+
+
+def _remove_stale_builds(directory: Path) -> None:
+    now = time.time()
+    for d in directory.glob("tmp*"):
+        try:
+            if d.is_dir() and now - d.stat().st_mtime > _STALE_BUILD_S:
+                shutil.rmtree(d, ignore_errors=True)
+        except OSError:
+            pass
+
+
+def _compile_and_link(tmp: Path, path: Path, what: str, make, fn_name: str, target: str) -> None:
+    base = tmp / "k"
+    try:
+        hl = _hl()
+        pipe, args = make()
+        pipe.compile_to({hl.OutputFileType.static_library: str(base) + ".a"}, args, fn_name, hl.Target(target))
+    except Exception as e:  # Halide raises RuntimeError / CompileError
+        raise KernelBuildError(f"{what}: Halide compile failed: {e}") from None
+    so = tmp / "k.so"
+    alloc = str(Path(__file__).resolve().parent / _ALLOC_SOURCE)  # per-thread scratch reuse
+    cxx = os.environ.get("CXX", "g++")
+    cmd = [cxx, "-shared", "-fPIC", "-O2", "-x", "c", alloc, "-x", "none", "-o", str(so),
+           "-Wl,--whole-archive", str(base) + ".a", "-Wl,--no-whole-archive", "-lpthread", "-ldl"]
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True)
+    except OSError as e:
+        raise KernelBuildError(f"{what}: cannot run the C compiler {cxx!r} ({e.strerror or e}; set CXX)") from None
+    if r.returncode != 0:
+        last = (r.stderr.strip().splitlines() or [f"{cxx} exited with status {r.returncode}"])[-1]
+        raise KernelBuildError(f"{what}: linking failed: {last}")
+    with open(so, "rb+") as fh:
+        os.fsync(fh.fileno())  # whole on disk before it is renamed into place
+    os.replace(so, path)
+
+
+#: one handle and error handler per library, for the life of the process: Halide's handler is a global of the
+#: library, so a second one set for the same file would replace the first (and dangle once freed)
+_LIBRARIES: dict[str, tuple] = {}
+_LIBRARIES_LOCK = threading.Lock()
 
 
 def _load_library(path: Path, fn_name: str, argtypes: list) -> tuple:
     """``(library, function, error messages, handler)`` of a built library. Halide's default error handler
-    aborts the process: this one appends the message to the list instead (keep the handler alive)."""
-    lib = ctypes.CDLL(str(path))
-    fn = getattr(lib, fn_name)
-    fn.argtypes = argtypes
-    fn.restype = ctypes.c_int
-    errors: list[str] = []
-    handler = _ERROR_HANDLER(lambda ctx, msg: errors.append(msg.decode(errors="replace")))
-    lib.halide_set_error_handler(handler)
+    aborts the process: this one appends the message to the library's list instead."""
+    key = str(path)
+    with _LIBRARIES_LOCK:
+        entry = _LIBRARIES.get(key)
+        if entry is None:
+            try:
+                lib = ctypes.CDLL(key)
+            except OSError as e:
+                raise KernelBuildError(f"{path}: cannot load the compiled kernel ({e}); delete it to rebuild") from None
+            errors: list[str] = []
+            handler = _ERROR_HANDLER(lambda ctx, msg: errors.append(msg.decode(errors="replace")))
+            lib.halide_set_error_handler(handler)
+            entry = _LIBRARIES[key] = (lib, errors, handler)
+        lib, errors, handler = entry
+        fn = getattr(lib, fn_name)
+        fn.argtypes = argtypes
+        fn.restype = ctypes.c_int
     return lib, fn, errors, handler
+
+
+def _error_detail(errors: list[str], before: int) -> str:
+    """The library's messages since ``before`` (its count when the call started), last first."""
+    new = errors[before:]
+    return new[-1].strip() if new else ""
 
 
 class Kernel:
@@ -955,7 +1034,8 @@ class Kernel:
         return f"rd_{self.program.digest()}_{self.in_dtype[0]}{self.out_dtype[0]}{'_lin' if self.transfer else ''}"
 
     def is_cached(self) -> bool:
-        return self.path.exists()
+        """A whole library for this kernel is in the cache."""
+        return _library_ok(self.path)
 
     def build(self) -> Path:
         """Compile to the cache if needed; returns the shared library's path."""
@@ -1000,10 +1080,10 @@ class Kernel:
             full = np.empty((hh, ww, 3), dtype)
         ib, _d1 = _hbuf(m, (pat.dx, pat.dy))
         ob, _d2 = _hbuf(full, (0, x0, y0))
+        before = len(self._errors)
         rc = fn(ctypes.byref(ib), ctypes.byref(ob))
         if rc != 0:
-            detail = self._errors[-1].strip() if self._errors else ""
-            raise RuntimeError(f"kernel {self.program.name} failed with Halide error {rc}: {detail}")
+            raise RuntimeError(f"kernel {self.program.name} failed with Halide error {rc}: {_error_detail(self._errors, before)}")
         if aligned:
             return full
         oy, ox = pat.dy - y0, pat.dx - x0

@@ -21,7 +21,7 @@ from typing import Any, NamedTuple, Optional
 
 import numpy as np
 
-from .compiler import _Buffer, _build_library, _halide_version, _hbuf, _hl, _load_library, cache_dir, host_target
+from .compiler import _Buffer, _build_library, _error_detail, _halide_version, _hbuf, _hl, _library_ok, _load_library, cache_dir, host_target
 
 __all__ = ["Curve", "CURVES", "Finisher"]
 
@@ -140,6 +140,10 @@ class Finisher:
     def fn_name(self) -> str:
         return f"rd_finish_{self._tag}_{self.out_dtype}"
 
+    def is_cached(self) -> bool:
+        """A whole library for this pass is in the cache."""
+        return _library_ok(self.path)
+
     def build(self) -> Path:
         """Compile to the cache if needed; returns the shared library's path."""
         what = f"finishing pass ({'linear' if self.curve is None else f'gamma {self.curve.gamma:g}'} -> {self.out_dtype})"
@@ -169,8 +173,8 @@ class Finisher:
             return out
         ib, _d1 = _hbuf(a, (0, 0, 0))
         ob, _d2 = _hbuf(out, (0, 0, 0))
+        before = len(self._errors)
         rc = fn(ctypes.byref(ib), *[float(v) for v in mat.ravel()], ctypes.byref(ob))
         if rc != 0:
-            detail = self._errors[-1].strip() if self._errors else ""
-            raise RuntimeError(f"finishing pass failed with Halide error {rc}: {detail}")
+            raise RuntimeError(f"finishing pass failed with Halide error {rc}: {_error_detail(self._errors, before)}")
         return out

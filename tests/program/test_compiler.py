@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -174,6 +175,78 @@ def test_processes_building_one_kernel_compile_it_once(tmp_path):
     assert all(p.returncode == 0 for p in procs), results
     assert [float(out) for out, _ in results] == [1.0, 1.0]
     assert sum("compiling kernel" in err for _, err in results) == 1
+
+
+def _run_bilinear(cache, extra: str = "") -> "subprocess.CompletedProcess":
+    """Demosaic a flat mosaic with bayer_bilinear in a fresh process (a damaged library may kill it)."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import numpy as np; from rawdemosaic.registry import kernels; from rawdemosaic.program.compiler import Kernel; "
+        "k = Kernel(next(e for e in kernels(plugins=False) if e.name == 'bayer_bilinear').program()); "
+        "print(float(k(np.ones((8, 8), np.float32)).mean()))" + extra
+    )
+    return subprocess.run([sys.executable, "-c", code], env={**os.environ, "RAWDEMOSAIC_CACHE": str(cache)}, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("damage", ["empty", "garbage", "truncated"])
+def test_a_damaged_cached_library_is_rebuilt(tmp_path, monkeypatch, damage):
+    """A crash while a library was written, or a damaged disk, leaves a short or foreign file: it is rebuilt,
+    not loaded (a truncated ELF file loads and then kills the process with SIGBUS)."""
+    r = _run_bilinear(tmp_path)
+    assert r.returncode == 0 and "compiling kernel" in r.stderr, r.stderr
+    monkeypatch.setenv("RAWDEMOSAIC_CACHE", str(tmp_path))
+    k = Kernel(_bilinear())
+    good = k.path.read_bytes()
+    k.path.write_bytes({"empty": b"", "garbage": bytes(range(256)) * 20, "truncated": good[: len(good) // 2]}[damage])
+    assert not k.is_cached()
+    r = _run_bilinear(tmp_path)
+    assert r.returncode == 0 and float(r.stdout) == 1.0 and "compiling kernel" in r.stderr, (r.returncode, r.stderr)
+    assert k.is_cached() and k.path.stat().st_size == len(good)
+
+
+def test_kernels_of_one_library_share_its_error_handler(tmp_path):
+    """Halide's error handler is one per library: a second kernel of the same program must not replace the
+    first's (freed with it, the handler would dangle and the next error crash the process)."""
+    extra = (
+        "; import gc; k2 = Kernel(k.program); k2(np.ones((8, 8), np.float32)); del k2; gc.collect()\n"
+        "try:\n    k(np.zeros((0, 8), np.float32))\nexcept RuntimeError as e:\n    print('error:', e)"
+    )
+    r = _run_bilinear(tmp_path, extra)
+    assert r.returncode == 0, (r.returncode, r.stderr)
+    line = r.stdout.strip().splitlines()[-1]
+    assert line.startswith("error: kernel bayer_bilinear failed with Halide error") and not line.endswith(": "), line
+
+
+def test_stale_build_directories_are_removed(tmp_path, monkeypatch):
+    import os
+
+    monkeypatch.setenv("RAWDEMOSAIC_CACHE", str(tmp_path))
+    k = Kernel(_bilinear(), quiet=True)
+    stale, fresh = k.path.parent / "tmpkilled", k.path.parent / "tmpbuilding"
+    for d in (stale, fresh):
+        d.mkdir(parents=True)
+        (d / "k.a").write_bytes(b"x")
+    os.utime(stale, (1.0e9, 1.0e9))  # left by a build killed long ago
+    k(np.ones((8, 8), np.float32))
+    assert not stale.exists() and fresh.exists()  # another build may be using a recent one
+
+
+def test_unwritable_cache_and_missing_compiler_are_build_errors(tmp_path, monkeypatch):
+    from rawdemosaic.errors import KernelBuildError
+
+    (tmp_path / "afile").write_text("x")
+    monkeypatch.setenv("RAWDEMOSAIC_CACHE", str(tmp_path / "afile" / "sub"))
+    with pytest.raises(KernelBuildError, match="kernel cache .*cannot write.*RAWDEMOSAIC_CACHE"):
+        Kernel(_bilinear(), quiet=True).build()
+    monkeypatch.setenv("RAWDEMOSAIC_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("CXX", str(tmp_path / "no-such-compiler"))
+    with pytest.raises(KernelBuildError, match="cannot run the C compiler"):
+        Kernel(_bilinear(), quiet=True).build()
+    monkeypatch.setenv("RAWDEMOSAIC_CACHE", "~/rd-cache-test")
+    assert compiler.cache_dir() == Path.home() / "rd-cache-test"
 
 
 def test_concurrent_calls_from_threads():
