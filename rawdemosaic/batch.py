@@ -65,7 +65,8 @@ class Options:
     def merged(cls, *layers: dict) -> "Options":
         """Later layers override earlier ones; ``None`` values in a layer are ignored. Values are checked
         for type (a recipe's ``budget = "20"`` or ``overwrite = "no"`` is refused, not misread) and put in
-        canonical form (``format = "TIF"`` is ``"tiff"``, ``wb = "2,1,1.5"`` the multipliers)."""
+        canonical form (``format = "TIF"`` is ``"tiff"``, ``wb = "2,1,1.5"`` the multipliers). JPEG's bits
+        default to 8."""
         known = {f.name for f in dataclasses.fields(cls)}
         vals: dict[str, Any] = {}
         for layer in layers:
@@ -75,6 +76,8 @@ class Options:
                 if k not in known:
                     raise ValueError(f"unknown option {k!r} (known: {', '.join(sorted(known))})")
                 vals[k] = _canonical(k, v)
+        if vals.get("format") == "jpeg" and "bits" not in vals:
+            vals["bits"] = 8  # JPEG's only depth is its default
         opts = cls(**vals)
         opts.validate()
         return opts

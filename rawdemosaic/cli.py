@@ -104,19 +104,16 @@ def _fail(msg: str, code: int = 1) -> int:
 
 
 def _convert(args) -> int:
-    from .batch import Options, _canonical, load_recipe, output_format, plan, run, summary, write_report
+    from .batch import Options, load_recipe, output_format, plan, run, summary, write_report
 
     recipe = load_recipe(args.recipe) if args.recipe else {}
     cli = {
         k: getattr(args, k)
         for k in ("output", "recursive", "budget", "kernel", "format", "bits", "quality", "compression", "wb", "colorspace", "linear", "orient", "overwrite", "name", "jobs", "models")
     }
-    fmt = cli.get("format") or recipe.get("format")
     out = cli.get("output") or recipe.get("output")
-    if fmt is None and isinstance(out, str) and not os.path.isdir(out):
-        fmt = cli["format"] = output_format(out)  # -o photo.png: PNG (plan() checks it is one file)
-    if isinstance(fmt, str) and _canonical("format", fmt) == "jpeg" and cli.get("bits") is None and recipe.get("bits") is None:
-        cli["bits"] = 8  # JPEG's only depth is the default there
+    if cli.get("format") is None and recipe.get("format") is None and isinstance(out, str) and not os.path.isdir(out):
+        cli["format"] = output_format(out)  # -o photo.png: PNG (plan() checks it is one file)
     if cli.get("budget") is not None or cli.get("kernel") is not None:  # CLI choice of kernel wins as a whole
         recipe.pop("budget", None)
         recipe.pop("kernel", None)

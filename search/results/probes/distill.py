@@ -24,9 +24,9 @@ from pathlib import Path
 import numpy as np
 
 from rawdemosaic.registry import default_models_dir, load_registry
-from rawdemosaic.search import data as D
 from rawdemosaic.search.export import measure_quality
 from rawdemosaic.search.train import full_train
+from train_from_scratch import probe_datasets  # the same patches (this directory is the script's sys.path[0])
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -71,8 +71,7 @@ def main(argv=None) -> dict:
     cfa = prog.cfa.value
     cache = Path(a.cache)
     cache.mkdir(parents=True, exist_ok=True)
-    tr = D.PatchDataset(None, cfa, 48, linear=False, augment=True, seed=a.seed, split="train", count=16384, color=0.25, synthetic=0.1, cache=cache / f"{cfa}_train_s1_{a.seed}.npz")
-    va = D.PatchDataset(None, cfa, 48, linear=False, augment=False, seed=a.seed + 1, split="val", count=1024, color=0.0, cache=cache / f"{cfa}_val_{a.seed}.npz")
+    tr, va = probe_datasets(cfa, a.seed, cache=str(cache))
     teacher = teacher_targets(tr.rgb, cfa, cache / f"{cfa}_teacher.npy")
     target = tr.rgb if a.alpha == 0 else np.ascontiguousarray(a.alpha * teacher + (1 - a.alpha) * tr.rgb, np.float32)
     crop = 8

@@ -20,6 +20,21 @@ from rawdemosaic.search.export import measure_quality
 from rawdemosaic.search.train import full_train
 
 
+def probe_datasets(cfa: str, seed: int, stride: int = 1, cache: str | None = None) -> tuple:
+    """The probes' training and validation patches: the export settings of search/results/bayer_gpu (and the
+    other runs), 16384 sRGB patches of 48 px, colour augmentation 0.25, 10% synthetic; with ``stride`` k, from
+    every k-th training image only. ``cache``: a directory for the prepared sets."""
+    path = (lambda name: f"{cache}/{name}.npz") if cache else (lambda name: None)
+    split = D.split_files
+    D.split_files = lambda files: (lambda tv: (tv[0][::stride], tv[1]))(split(files))
+    try:
+        tr = D.PatchDataset(None, cfa, 48, linear=False, augment=True, seed=seed, split="train", count=16384, color=0.25, synthetic=0.1, cache=path(f"{cfa}_train_s{stride}_{seed}"))
+    finally:
+        D.split_files = split
+    va = D.PatchDataset(None, cfa, 48, linear=False, augment=False, seed=seed + 1, split="val", count=1024, color=0.0, cache=path(f"{cfa}_val_{seed}"))
+    return tr, va
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("entry", help="registry name")
@@ -32,15 +47,7 @@ def main(argv=None) -> dict:
     a = ap.parse_args(argv)
     prog = {e.name: e for e in load_registry(default_models_dir())}[a.entry].program()
     cfa = prog.cfa.value
-    cache = (lambda name: f"{a.cache}/{name}.npz") if a.cache else (lambda name: None)
-    # the export settings of search/results/bayer_gpu (and the other runs): 48 px patches, sRGB, colour 0.25
-    split = D.split_files
-    D.split_files = lambda files: (lambda tv: (tv[0][:: a.stride], tv[1]))(split(files))
-    try:
-        tr = D.PatchDataset(None, cfa, 48, linear=False, augment=True, seed=a.seed, split="train", count=16384, color=0.25, synthetic=0.1, cache=cache(f"{cfa}_train_s{a.stride}_{a.seed}"))
-    finally:
-        D.split_files = split
-    va = D.PatchDataset(None, cfa, 48, linear=False, augment=False, seed=a.seed + 1, split="val", count=1024, color=0.0, cache=cache(f"{cfa}_val_{a.seed}"))
+    tr, va = probe_datasets(cfa, a.seed, a.stride, a.cache)
     print(f"{a.entry}: {prog.cost():g} ops/pixel, {len(tr.files)} training images", flush=True)
     t = time.time()
     res = full_train(prog, tr, va, steps=a.steps, lr=3e-3, batch=32, seed=a.seed, loss="l1", init=a.init)
