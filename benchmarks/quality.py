@@ -148,8 +148,10 @@ def main(argv=None) -> dict:
                     "(re-measure only what ran; registry entries no longer in the registry are dropped)")
     a = ap.parse_args(argv)
     limit = a.limit if a.limit is not None else (3 if a.quick else None)
-    json_path = a.json if a.json is not None else (None if a.quick else C.QUALITY_JSON)
-    md_path = a.results if a.results is not None else (None if a.quick else C.RESULTS_MD)
+    # a quick run, or a partial one (--only, --no-...) without --merge, never replaces the full run's files unless named
+    partial = a.quick or (not a.merge and (a.only or a.no_demosaicnet or a.no_linear or a.no_validation or a.no_peers))
+    json_path = a.json if a.json is not None else (None if partial else C.QUALITY_JSON)
+    md_path = a.results if a.results is not None else (None if partial else C.RESULTS_MD)
     log = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
     t_start = time.perf_counter()
 

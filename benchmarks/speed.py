@@ -92,16 +92,18 @@ def main(argv=None) -> dict:
     ap.add_argument("--no-colour", action="store_true")
     ap.add_argument("--no-demosaicnet", action="store_true")
     ap.add_argument("--no-e2e", action="store_true")
-    ap.add_argument("--json", type=Path, default=None, help=f"write the results here (full run default: {C.SPEED_JSON.name})")
-    ap.add_argument("--results", type=Path, default=None, help=f"markdown file to update (full run default: {C.RESULTS_MD.name})")
+    ap.add_argument("--json", type=Path, default=None, help=f"write the results here (full run default: {C.SPEED_JSON.name}; quick and partial runs: none)")
+    ap.add_argument("--results", type=Path, default=None, help=f"markdown file to update (full run default: {C.RESULTS_MD.name}; quick and partial runs: none)")
     a = ap.parse_args(argv)
     h, w = map(int, (a.size or ("1000x1500" if a.quick else "3000x4000")).lower().split("x"))
     reps = a.repeats or (3 if a.quick else 9)
     sreps = a.slow_repeats or (1 if a.quick else 3)
     crop = a.crop or (256 if a.quick else 1024)
     dn_crop = a.dn_crop or (128 if a.quick else 512)
-    json_path = a.json if a.json is not None else (None if a.quick else C.SPEED_JSON)
-    md_path = a.results if a.results is not None else (None if a.quick else C.RESULTS_MD)
+    # a quick or partial run (--only, --no-...) never replaces the full run's files unless they are named
+    partial = a.quick or a.only or a.no_libraw or a.no_colour or a.no_demosaicnet or a.no_e2e
+    json_path = a.json if a.json is not None else (None if partial else C.SPEED_JSON)
+    md_path = a.results if a.results is not None else (None if partial else C.RESULTS_MD)
     log = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
     t_start = time.perf_counter()
 

@@ -8,6 +8,8 @@ Subcommands::
             [--set KEY=VALUE ...] [--trained DIR [--train-only]] [--jobs N]
     prune   ENTRY --keep NODE=N ... [--models DIR] [--into DIR] [--name NAME] [--steps N] [--set KEY=VALUE ...]
             [--sets kodak24 mcmaster18] [--limit N] [--trained DIR [--train-only]]
+    residual-chroma ENTRY [--radius R] [--eps E] [--models DIR] [--into DIR] [--name NAME] [--steps N] [--set KEY=VALUE ...]
+            [--sets kodak24 mcmaster18] [--limit N] [--trained DIR [--train-only]]
     fit-linear --cfa bayer|xtrans --ops N [N ...] [--radius R] [--domain srgb|gamma2] [--color W] [--seed N] [--name NAME] [--into DIR] [--sets ...] [--limit N]
     report  [--models DIR] [--runs DIR ...] --out front.png
 
@@ -18,6 +20,8 @@ or the installed package's ``models``); entries it does not replace are kept. Po
 ``RAWDEMOSAIC_MODELS=DIR`` or ``rawdemosaic ... --models DIR``.
 ``prune`` narrows a searched entry's convolutions (:mod:`.channels`), fine-tunes it with the training
 settings of the run recorded in its provenance and adds it as a new entry (``<entry>_p<cost>``).
+``residual-chroma`` replaces a searched Bayer entry's learned chroma by residual interpolation
+(:mod:`.rechroma`), fine-tunes its green through it the same way and adds ``<entry>_rc``.
 ``fit-linear`` fits the sparse least-squares linear demosaicker of a given cost on the training split
 (:mod:`.linear`) and adds it (``<cfa>_lsq<taps>``).
 """
@@ -34,7 +38,7 @@ from typing import Sequence
 from ..errors import RawDemosaicError
 from .linear import DOMAINS as _FIT_DOMAINS
 
-__all__ = ["main", "config_path", "export_run", "prune_entry", "fit_linear_entry", "parse_overrides"]
+__all__ = ["main", "config_path", "export_run", "prune_entry", "residual_chroma_entry", "fit_linear_entry", "parse_overrides"]
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
@@ -302,11 +306,47 @@ def prune_entry(entry: str, keep: dict, models: str | Path | None = None, into: 
     reuses it, like :func:`export_run`. Returns the written :class:`~rawdemosaic.registry.KernelInfo`
     (``None`` with ``train_only``, or when the registry's pruning to a monotone front dropped it).
     """
+    from .channels import prune_channels
+
+    return _derive_entry(
+        entry, lambda parent: prune_channels(parent, keep), "prune", f"pruned to {keep}",
+        default_name=lambda derived: f"{entry}_p{int(round(derived.cost()))}",
+        description=f"channels pruned ({', '.join(f'{k} {v}' for k, v in keep.items())}) and fine-tuned",
+        record=lambda derived: {"keep": dict(keep), "kept_channels": derived.meta["pruned"]}, from_key="pruned_from",
+        command=["--keep", *(f"{k}={v}" for k, v in keep.items())],
+        models=models, into=into, name=name, steps=steps, sets=sets, limit=limit, overrides=overrides, trainer=trainer,
+        trained_dir=trained_dir, train_only=train_only, quiet=quiet, prune=prune,
+    )
+
+
+def residual_chroma_entry(entry: str, radius: int = 1, eps: float = 1e-3, prior: float = 1.0, models: str | Path | None = None, into: str | Path | None = None, name: str | None = None, steps: int | None = None, sets: Sequence[str] | None = None, limit: int | None = None, overrides: dict | None = None, trainer=None, trained_dir: str | Path | None = None, train_only: bool = False, quiet: bool = False, prune: bool = True):
+    """Replace the learned chroma of the searched Bayer entry ``entry`` by residual interpolation
+    (:func:`rawdemosaic.search.rechroma.with_residual_chroma`), fine-tune its green through it and add it
+    as a new entry (``<entry>_rc``). Training, reuse of ``trained_dir`` and the result are as in :func:`prune_entry`.
+    """
+    from .rechroma import with_residual_chroma
+
+    return _derive_entry(
+        entry, lambda parent: with_residual_chroma(parent, radius, eps, prior), "residual-chroma", f"{entry} with residual chroma (radius {radius}, eps {eps:g}, prior {prior:g})",
+        default_name=lambda derived: f"{entry}_rc" + (f"{radius}" if radius != 1 else ""),
+        description=f"learned chroma replaced by residual interpolation (radius {radius}, eps {eps:g}, prior {prior:g}), green fine-tuned through it",
+        record=lambda derived: {"residual_chroma": derived.meta["residual_chroma"]}, from_key="residual_chroma_from",
+        command=["--radius", str(radius), "--eps", f"{eps:g}", "--prior", f"{prior:g}"],
+        models=models, into=into, name=name, steps=steps, sets=sets, limit=limit, overrides=overrides, trainer=trainer,
+        trained_dir=trained_dir, train_only=train_only, quiet=quiet, prune=prune,
+    )
+
+
+def _derive_entry(entry: str, derive, verb: str, what: str, *, default_name, description: str, record, from_key: str, command: list[str], models, into, name, steps, sets, limit, overrides, trainer, trained_dir, train_only: bool, quiet: bool, prune: bool):
+    """A new registry entry from the searched entry ``entry``: ``derive(parent)`` fine-tuned with the settings
+    of the run recorded in the parent's provenance (``prune`` and ``residual-chroma``). ``what`` names the
+    derived program in messages, ``record(derived)`` adds to the provenance, as do ``from_key`` (the parent's
+    name) and ``<from_key>_digest``; ``command`` are the subcommand's own arguments (for the provenance's
+    command line)."""
     from ..program.graph import Program
     from ..registry import default_models_dir, load_registry
     from . import evolve as E
     from . import space as S
-    from .channels import prune_channels
 
     src = Path(models) if models is not None else default_models_dir()
     infos = {e.name: e for e in load_registry(src)}
@@ -315,7 +355,7 @@ def prune_entry(entry: str, keep: dict, models: str | Path | None = None, into: 
     info = infos[entry]
     prov = dict(info.provenance or {})
     if "config" not in prov:
-        raise ValueError(f"{entry}: its provenance records no search config (only searched entries are pruned)")
+        raise ValueError(f"{entry}: its provenance records no search config (only searched entries are fine-tuned by {verb})")
     config = E.load_config(text=prov["config"], source=f"{entry}'s recorded config")
     overrides = dict(overrides or {})
     _check_overrides(overrides)
@@ -327,24 +367,24 @@ def prune_entry(entry: str, keep: dict, models: str | Path | None = None, into: 
     into = Path(into) if into is not None else src
     _check_export_args(limit=limit, steps=steps, into=None if train_only else into, sets=() if train_only else sets, trained_dir=trained_dir)
     parent = info.program()
-    pruned = prune_channels(parent, keep)
-    name = name or f"{entry}_p{int(round(pruned.cost()))}"
+    derived = derive(parent)
+    name = name or default_name(derived)
     tfile = Path(trained_dir) / f"{name}.json" if trained_dir is not None else None
     if tfile is not None and tfile.exists():
         prog = Program.load(tfile)
-        if S.structural_hash(prog) != S.structural_hash(pruned):
-            raise ValueError(f"{tfile}: not {entry} pruned to {keep} (another program)")
+        if S.structural_hash(prog) != S.structural_hash(derived):
+            raise ValueError(f"{tfile}: not {what} (another program)")
         done = prog.meta.get("full_train", {})
         if (done.get("steps"), done.get("overrides", {})) != (tcfg["steps"], overrides):
             raise ValueError(f"{tfile}: fine-tuned with {done.get('steps')} steps and {done.get('overrides', {})}, not the {tcfg['steps']} steps and {overrides} asked for")
         if not quiet:
-            print(f"prune: fine-tuned program from {tfile}")
+            print(f"{verb}: fine-tuned program from {tfile}")
     else:
         trainer = trainer or FullTrainer(tcfg, parent.cfa, seed)
-        prog, psnr = trainer(pruned, seed * 1_000_003 + 900_000, None)
+        prog, psnr = trainer(derived, seed * 1_000_003 + 900_000, None)
         if not math.isfinite(psnr):
-            raise ValueError(f"{entry}: fine-tuning the pruned program diverged")
-        prog = Program(prog.name, prog.cfa, prog.nodes, prog.output, prog.weights, {**prog.meta, "pruned": pruned.meta["pruned"], "full_train": {"val_psnr": psnr, "steps": tcfg["steps"], **prog.meta.get("full_train", {}), "overrides": overrides}})
+            raise ValueError(f"{entry}: fine-tuning {what} diverged")
+        prog = Program(prog.name, prog.cfa, prog.nodes, prog.output, prog.weights, {**derived.meta, **prog.meta, "full_train": {"val_psnr": psnr, "steps": tcfg["steps"], **prog.meta.get("full_train", {}), "overrides": overrides}})
         if tfile is not None:
             prog.save(tfile)
     if train_only:
@@ -352,27 +392,23 @@ def prune_entry(entry: str, keep: dict, models: str | Path | None = None, into: 
     from .export import export_entry
 
     ft = prog.meta.get("full_train", {})
-    prog = Program(name, prog.cfa, prog.nodes, prog.output, prog.weights, {"description": f"{info.description.rstrip('.')}; channels pruned ({', '.join(f'{k} {v}' for k, v in keep.items())}) and fine-tuned"})
+    prog = Program(name, prog.cfa, prog.nodes, prog.output, prog.weights, {"description": f"{info.description.rstrip('.')}; {description}"})
     prog = prog.with_domain(parent.domain)
     run_info = {k: v for k, v in prov.items() if k not in ("source", "digest", "export_overrides", "full_train_device", "full_train_val_psnr", "full_train_steps", "search_val_psnr")}
+    run_info.update({from_key: entry, f"{from_key}_digest": prov.get("digest") or parent.digest(), **record(derived)})
     run_info.update({
-        "pruned_from": entry,
-        "pruned_from_digest": prov.get("digest") or parent.digest(),
-        "keep": dict(keep),
-        "kept_channels": pruned.meta["pruned"],
         "finetune": {"steps": tcfg["steps"], "lr": tcfg["lr"], "batch": tcfg["batch"], "count": tcfg.get("count"), "loss": tcfg.get("loss", "l2"), "seed": seed, "overrides": overrides},
         "full_train_val_psnr": ft.get("val_psnr"),
         "full_train_device": ft.get("device"),
-        "command": " ".join(["rawdemosaic search prune", entry, "--keep", *(f"{k}={v}" for k, v in keep.items()), "--steps", str(tcfg["steps"]),
-                             *(f"--set {k}={v}" for k, v in overrides.items())]),
+        "command": " ".join([f"rawdemosaic search {verb}", entry, *command, "--steps", str(tcfg["steps"]), *(f"--set {k}={v}" for k, v in overrides.items())]),
     })
     q = None
     if limit:
         q = _limited_quality(prog, sets, int(limit))
     written = export_entry(prog, run_info, into, sets, quality=q)
     if not quiet:
-        print(f"pruned {entry} ({parent.cost():g} ops/pixel) to {written.name}: cost {written.cost:g}, " + ", ".join(f"{k} {v:.2f}" for k, v in written.quality.items()))
-    if prune and not limit and written.name in _prune_front(into, quiet, "prune"):
+        print(f"{verb}: {entry} ({parent.cost():g} ops/pixel) -> {written.name}: cost {written.cost:g}, " + ", ".join(f"{k} {v:.2f}" for k, v in written.quality.items()))
+    if prune and not limit and written.name in _prune_front(into, quiet, verb):
         return None
     return written
 
@@ -435,6 +471,20 @@ class FullTrainer:
         return Program(p.name, p.cfa, p.nodes, p.output, p.weights, {**p.meta, "full_train": info}), float(res.val_psnr)
 
 
+def _derive_options(ap: argparse.ArgumentParser, what: str, default_name: str) -> None:
+    """The options of the subcommands that derive an entry from a searched one and fine-tune it."""
+    ap.add_argument("--models", default=None, help="registry holding the entry (default: the runtime's)")
+    ap.add_argument("--into", default=None, help=f"registry to add {what} to (default: --models)")
+    ap.add_argument("--name", default=None, help=f"name of the new entry (default: {default_name})")
+    ap.add_argument("--steps", type=int, default=None, help="fine-tuning steps (default: the run config's [export] steps)")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a key of the run config's [export] table (lr, batch, count, ...)")
+    ap.add_argument("--sets", nargs="+", default=None)
+    ap.add_argument("--limit", type=int, default=None, help="measure on the first N images of each set only")
+    ap.add_argument("--trained", default=None, metavar="DIR", help="save the fine-tuned program here, and reuse it when present")
+    ap.add_argument("--train-only", action="store_true", help="stop after fine-tuning (needs --trained)")
+    ap.add_argument("--quiet", action="store_true")
+
+
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="rawdemosaic search", description="Search demosaicking programs and export them to a registry.")
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -469,16 +519,13 @@ def _parser() -> argparse.ArgumentParser:
     q = sub.add_parser("prune", help="prune channels of a searched entry, fine-tune it and add it to the registry")
     q.add_argument("entry", help="registry entry name")
     q.add_argument("--keep", nargs="+", required=True, metavar="NODE=N", help="output channels each convolution node keeps")
-    q.add_argument("--models", default=None, help="registry holding the entry (default: the runtime's)")
-    q.add_argument("--into", default=None, help="registry to add the pruned entry to (default: --models)")
-    q.add_argument("--name", default=None, help="name of the new entry (default: <entry>_p<cost>)")
-    q.add_argument("--steps", type=int, default=None, help="fine-tuning steps (default: the run config's [export] steps)")
-    q.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a key of the run config's [export] table (lr, batch, count, ...)")
-    q.add_argument("--sets", nargs="+", default=None)
-    q.add_argument("--limit", type=int, default=None, help="measure on the first N images of each set only")
-    q.add_argument("--trained", default=None, metavar="DIR", help="save the fine-tuned program here, and reuse it when present")
-    q.add_argument("--train-only", action="store_true", help="stop after fine-tuning (needs --trained)")
-    q.add_argument("--quiet", action="store_true")
+    _derive_options(q, "the pruned entry", "<entry>_p<cost>")
+    rc = sub.add_parser("residual-chroma", help="replace a searched Bayer entry's chroma by residual interpolation, fine-tune it and add it to the registry")
+    rc.add_argument("entry", help="registry entry name")
+    rc.add_argument("--radius", type=int, default=1, help="fit window: (2R+1)^2 samples of each of red and blue (default 1)")
+    rc.add_argument("--eps", type=float, default=1e-3, help="regularisation: added to the local variance of green (default 1e-3)")
+    rc.add_argument("--prior", type=float, default=1.0, help="slope the fit falls back to where green is flat: 1 colour differences (default), 0 plain interpolation")
+    _derive_options(rc, "the new entry", "<entry>_rc, or _rc<R> with --radius R")
     f = sub.add_parser("fit-linear", help="fit the sparse least-squares linear demosaicker of a given cost and add it to the registry")
     f.add_argument("--cfa", required=True, choices=["bayer", "xtrans"])
     f.add_argument("--ops", type=float, nargs="+", required=True, help="multiply-adds per pixel (taps per tile / tile pixels); several: one entry each, from one pass over the corpus")
@@ -533,6 +580,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                 keep[k.strip()] = int(v)
             info = prune_entry(args.entry, keep, models=args.models, into=args.into, name=args.name, steps=args.steps, sets=args.sets, limit=args.limit,
                                overrides=parse_overrides(args.overrides), trained_dir=args.trained, train_only=args.train_only, quiet=args.quiet)
+            if args.train_only:
+                print(f"fine-tuned program in {args.trained}")
+            elif info is None:
+                print("no entry written (dominated by a cheaper entry)")
+        elif args.cmd == "residual-chroma":
+            if args.train_only and not args.trained:
+                raise ValueError("--train-only needs --trained DIR (where the fine-tuned program goes)")
+            if args.radius < 1 or not (math.isfinite(args.eps) and args.eps > 0) or not math.isfinite(args.prior):
+                raise ValueError(f"--radius must be >= 1, --eps > 0 and --prior finite, got {args.radius}, {args.eps:g} and {args.prior:g}")
+            info = residual_chroma_entry(args.entry, args.radius, args.eps, args.prior, models=args.models, into=args.into, name=args.name, steps=args.steps, sets=args.sets,
+                                         limit=args.limit, overrides=parse_overrides(args.overrides), trained_dir=args.trained, train_only=args.train_only, quiet=args.quiet)
             if args.train_only:
                 print(f"fine-tuned program in {args.trained}")
             elif info is None:

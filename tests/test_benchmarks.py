@@ -309,3 +309,15 @@ def test_quantisation_float_path_is_the_program_and_16_bits_are_nearly_lossless(
     ranges = quantisation.calibrate(module, [img])
     err = {b: float(np.abs(quantisation.demosaic(module, img, ranges=ranges, abits=b, wbits=b, margin=1.5) - f).max()) for b in (8, 16)}
     assert err[16] < 1e-3 and err[16] * 20 < err[8] < 0.1
+
+
+def test_partial_runs_leave_the_full_results_alone(bench, monkeypatch, tmp_path):
+    # `speed.py --only X` (not --quick) once replaced the published speed table with one row
+    C = bench["_common"]
+    md, sj, qj = tmp_path / "RESULTS.md", tmp_path / "speed.json", tmp_path / "quality.json"
+    monkeypatch.setattr(C, "RESULTS_MD", md)
+    monkeypatch.setattr(C, "SPEED_JSON", sj)
+    monkeypatch.setattr(C, "QUALITY_JSON", qj)
+    s = bench["speed"].main(["--size", "96x144", "--repeats", "1", "--slow-repeats", "1", "--crop", "48", "--no-demosaicnet", "--no-libraw",
+                             "--no-colour", "--no-e2e", "--only", "bayer_bilinear"])
+    assert s["rows"] and not md.exists() and not sj.exists()

@@ -54,7 +54,7 @@ __all__ = ["Kernel", "cache_dir", "build_pipeline", "host_target"]
 
 _DTYPES = {"float32": np.float32, "uint16": np.uint16}
 _ALLOC_SOURCE = "_scratch_alloc.c"  # halide_malloc/free linked into every kernel
-_PHASE_OPS = {"Unpack", "Upsample", "LearnedUpsample", "GreenInsert", "ChromaInsert"}
+_PHASE_OPS = {"Unpack", "Upsample", "LearnedUpsample", "GreenInsert", "ChromaInsert", "ResidualChroma"}
 _LOCK = threading.Lock()
 
 
@@ -708,6 +708,10 @@ def _long_tiles(program: Program) -> bool:
     if program.ensemble > 1:  # reflected copies in bands: Halide 21 took minutes to compile an X-Trans one
         return False
     shapes = program.shapes()
+    if any(get_op(n.op).wide_helpers for n in program.live_nodes()):
+        # a 16-row band recomputes the halos of such an op's per-tile intermediates (8 px each side for
+        # ResidualChroma): the graph with c333's green ran at 65 MP/s in bands, 115 in square tiles
+        return False
     width = 1 + sum(shapes[n.id].channels / shapes[n.id].scale ** 2 for n in program.live_nodes() if get_op(n.op).heavy)
     return width <= 16
 

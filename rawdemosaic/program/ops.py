@@ -72,6 +72,11 @@ class Op:
     weighted: ClassVar[bool] = False
     #: whether the Halide lowering should be materialised (computed into a buffer per tile)
     heavy: ClassVar[bool] = False
+    #: CFA periods the op serves (2: Bayer, 6: X-Trans)
+    periods: ClassVar[tuple[int, ...]] = (2, 6)
+    #: whether its lowering materialises intermediates of wide reach per tile (the compiler then never
+    #: runs the program in bands of a few rows, whose halos those intermediates would recompute)
+    wide_helpers: ClassVar[bool] = False
 
     # --- parameters -----------------------------------------------------------------------------
     def params(self, given: Mapping[str, Any]) -> dict[str, Any]:
@@ -1165,6 +1170,208 @@ class ChromaInsert(Op):
             return e
 
         return [chan(0, 0), (lambda x, y: g(0, x, y)), chan(1, 2)]
+
+
+def _lattice_offset(pattern: np.ndarray, colour: int, name: str) -> tuple[int, int]:
+    """``(row, column)`` of ``colour``'s one sample in each CFA tile (Bayer); an error for other layouts."""
+    where = np.argwhere(pattern == colour)
+    if len(where) != 1:
+        raise ProgramError(f"{name}: needs one sample of each of red and blue per CFA tile (Bayer), not {len(where)}")
+    return int(where[0][0]), int(where[0][1])
+
+
+def _lattice_taps(phase: int, offset: int, p: int) -> list[tuple[int, float]]:
+    """Linear interpolation along one axis from a lattice of period ``p`` anchored at ``offset``:
+    ``[(lattice index relative to x // p, weight)]`` for a full-resolution pixel of phase ``x % p``."""
+    d = phase - offset
+    if d == 0:
+        return [(0, 1.0)]
+    if d > 0:
+        return [(0, 1.0 - d / p), (1, d / p)]
+    return [(-1, -d / p), (0, 1.0 + d / p)]
+
+
+def _lattice_up_ref(v: np.ndarray, oy: int, ox: int, p: int) -> np.ndarray:
+    """Bilinear interpolation of lattice values ``(C, H/p, W/p)`` (sample ``(Y, X)`` at pixel ``(pY + oy, pX + ox)``)."""
+    c, h, w = v.shape
+    rows = np.zeros((c, h * p, w), np.float32)
+    for j in range(p):
+        rows[:, j::p] = sum(wt * _shift(v, k, 0) for k, wt in _lattice_taps(j, oy, p))
+    out = np.zeros((c, h * p, w * p), np.float32)
+    for i in range(p):
+        out[:, :, i::p] = sum(wt * _shift(rows, 0, k) for k, wt in _lattice_taps(i, ox, p))
+    return out
+
+
+def _box_ref(a: np.ndarray, r: int) -> np.ndarray:
+    """Mean over ``(2r+1)^2`` windows, zeros outside (as the other references pad)."""
+    inv = np.float32(1.0 / (2 * r + 1))  # each pass scaled, as the Halide lowering does (rounding alike)
+    rows = (sum(_shift(a, 0, k) for k in range(-r, r + 1)) * inv).astype(np.float32)
+    return (sum(_shift(rows, k, 0) for k in range(-r, r + 1)) * inv).astype(np.float32)
+
+
+@register_op
+class ResidualChroma(Op):
+    """Red and blue by residual interpolation guided by full-resolution green.
+
+    Inputs: the mosaic and full-resolution green (1 channel each); output RGB. For each of red and blue
+    the samples form a lattice of period ``p`` (one per CFA tile: Bayer). On that lattice a local linear
+    model ``R ~ a G + b`` is fitted by regularised least squares over ``(2 radius + 1)^2`` samples,
+    ``a = (covariance + eps prior) / (variance + eps)`` (a guided filter's slope, shrunk towards ``prior``
+    where green is flat), and ``a`` is averaged over the same window. The output is
+    ``a G`` plus the bilinear interpolation of the residuals ``R - a G`` at the samples: where ``a = 1`` this is
+    colour-difference interpolation, where ``a = 0`` plain bilinear interpolation of the samples, and the
+    fit picks between and beyond them per neighbourhood. (The fitted offset ``b`` cancels: it is interpolated
+    back out of the residuals.) The fit runs at the lattice's resolution, so the op costs about 40
+    operations per pixel. The sensor's own samples pass through unchanged.
+
+    References
+    ----------
+    D. Kiku, Y. Monno, M. Tanaka, M. Okutomi, "Residual interpolation for color image demosaicking",
+    ICIP 2013. K. He, J. Sun, X. Tang, "Guided image filtering", TPAMI 2013.
+    """
+
+    name = "ResidualChroma"
+    arity = 2
+    defaults = {"radius": 1, "eps": 1e-3, "prior": 1.0}
+    heavy = True
+    periods = (2,)
+    wide_helpers = True  # per colour 12 lattice channels (products, row sums, slope, its row sums, fit), 8 px of reach
+
+    def infer(self, ins, p, period):
+        self._check_arity(ins)
+        if ins[0] != Shape(1, 1) or ins[1] != Shape(1, 1):
+            raise ProgramError("ResidualChroma: mosaic and green must be (1 ch, scale 1)")
+        if not isinstance(p["radius"], int) or p["radius"] < 1:
+            raise ProgramError(f"ResidualChroma: radius must be an integer >= 1, got {p['radius']!r}")
+        if not isinstance(p["eps"], (int, float)) or not p["eps"] > 0 or not math.isfinite(p["eps"]):
+            raise ProgramError(f"ResidualChroma: eps must be > 0, got {p['eps']!r}")
+        if not isinstance(p["prior"], (int, float)) or not math.isfinite(p["prior"]):
+            raise ProgramError(f"ResidualChroma: prior must be a number, got {p['prior']!r}")
+        if period != 2:
+            raise ProgramError(f"ResidualChroma: needs one sample of each of red and blue per CFA tile (Bayer), not a period-{period} CFA")
+        return Shape(3, 1)
+
+    def cost(self, ins, out, p, w):
+        k = 2 * p["radius"] + 1
+        # on the lattice: 2 products, 4 box means, the slope (7), its box mean, the residual (2)
+        lattice = 2 + 4 * (2 * (k - 1) + 1) + 7 + (2 * (k - 1) + 1) + 2
+        full = 4 + 4 + 2  # two bilinear interpolations, a G + residual, the sample select
+        return 2.0 * (lattice / 4.0 + full)
+
+    def radius(self, p):
+        return 2 * (2 * p["radius"] + 2)
+
+    # The lattice stage, shared by the three evaluations: given lattice green and samples, the
+    # slope averaged over the window and the residual ``S - a G``.
+    @staticmethod
+    def _fit(gp: Any, sp: Any, box: Callable[[Any], Any], eps: Any, shrink: Any) -> tuple[Any, Any]:
+        mg, ms, mgs, mgg = box(gp), box(sp), box(gp * sp), box(gp * gp)
+        a = box((mgs - mg * ms + shrink) / (mgg - mg * mg + eps))
+        return a, sp - a * gp
+
+    def reference(self, xs, p, w, ctx):
+        m, g = (a.astype(np.float32) for a in xs)
+        pat = ctx.pattern
+        per = pat.shape[0]
+        cmap = _cfa_map(ctx, *m.shape[1:])
+        out = [None, g[0], None]
+        for colour in (0, 2):
+            oy, ox = _lattice_offset(pat, colour, self.name)
+            sy, sx = (oy - ctx.origin_y) % per, (ox - ctx.origin_x) % per  # the lattice in the region's indices
+            a, res = self._fit(g[:, sy::per, sx::per], m[:, sy::per, sx::per], lambda v: _box_ref(v, p["radius"]), np.float32(p["eps"]), np.float32(p["eps"] * p["prior"]))
+            est = _lattice_up_ref(a, sy, sx, per) * g + _lattice_up_ref(res, sy, sx, per)
+            out[colour] = np.where(cmap == colour, m[0], est[0])
+        return np.stack(out).astype(np.float32)
+
+    def torch(self, xs, p, w, ctx):
+        torch = _t()
+        F = torch.nn.functional
+        m, g = xs
+        pat = ctx.pattern
+        per = pat.shape[0]
+        r = p["radius"]
+
+        def up(v, oy, ox):
+            n, c, h, wd = v.shape
+            rows = torch.stack([sum(wt * _tshift(v, k, 0) for k, wt in _lattice_taps(j, oy, per)) for j in range(per)], dim=3)
+            rows = rows.reshape(n, c, h * per, wd)
+            cols = torch.stack([sum(wt * _tshift(rows, 0, k) for k, wt in _lattice_taps(i, ox, per)) for i in range(per)], dim=4)
+            return cols.reshape(n, c, h * per, wd * per)
+
+        out = [None, g, None]
+        for colour in (0, 2):
+            oy, ox = _lattice_offset(pat, colour, self.name)
+            sy, sx = (oy - ctx.origin_y) % per, (ox - ctx.origin_x) % per
+            a, res = self._fit(
+                g[..., sy::per, sx::per], m[..., sy::per, sx::per],
+                lambda v: F.avg_pool2d(v, 2 * r + 1, stride=1, padding=r, count_include_pad=True), float(p["eps"]), float(np.float32(p["eps"] * p["prior"])),
+            )
+            est = up(a, sy, sx) * g + up(res, sy, sx)
+            out[colour] = torch.where(_cfa_mask_t(ctx, m, colour), m, est)
+        return torch.cat(out, dim=1)
+
+    def halide(self, xs, p, w, ctx):
+        hl = ctx.hl
+        m, g = xs
+        pat = ctx.pattern
+        per = pat.shape[0]
+        r = p["radius"]
+        norm = hl.f32(1.0 / (2 * r + 1))
+        outs: list[Callable] = [None, (lambda x, y: g(0, x, y)), None]  # type: ignore[list-item]
+        for colour in (0, 2):
+            oy, ox = _lattice_offset(pat, colour, self.name)
+            tag = "r" if colour == 0 else "b"
+
+            def at(node, k, X, Y, oy=oy, ox=ox):
+                return node(k, X * per + ox, Y * per + oy)
+
+            # lattice green, samples, and their products, then the window sums (rows, then columns)
+            prods = ctx.helper(f"rc_{tag}_p", [
+                (lambda X, Y, at=at: at(g, 0, X, Y)),
+                (lambda X, Y, at=at: at(m, 0, X, Y)),
+                (lambda X, Y, at=at: at(g, 0, X, Y) * at(m, 0, X, Y)),
+                (lambda X, Y, at=at: at(g, 0, X, Y) * at(g, 0, X, Y)),
+            ], per)
+
+            def hsum(node, k):
+                return lambda X, Y: _sum_exprs([node(k, X + d, Y) for d in range(-r, r + 1)], hl.f32(0.0)) * norm
+
+            def vsum(node, k, X, Y):
+                return _sum_exprs([node(k, X, Y + d) for d in range(-r, r + 1)], hl.f32(0.0)) * norm
+
+            rows = ctx.helper(f"rc_{tag}_h", [hsum(prods, k) for k in range(4)], per)
+
+            def slope(X, Y, rows=rows):
+                mg, ms, mgs, mgg = (vsum(rows, k, X, Y) for k in range(4))
+                return (mgs - mg * ms + hl.f32(float(np.float32(p["eps"] * p["prior"])))) / (mgg - mg * mg + hl.f32(float(p["eps"])))
+
+            a = ctx.helper(f"rc_{tag}_a", [slope], per)
+            a_rows = ctx.helper(f"rc_{tag}_ah", [hsum(a, 0)], per)
+
+            def fitted(X, Y, a_rows=a_rows, prods=prods):
+                abar = vsum(a_rows, 0, X, Y)
+                return abar, prods(1, X, Y) - abar * prods(0, X, Y)
+
+            fit = ctx.helper(f"rc_{tag}_fit", [(lambda X, Y, f=fitted: f(X, Y)[0]), (lambda X, Y, f=fitted: f(X, Y)[1])], per)
+
+            def make(colour=colour, oy=oy, ox=ox, fit=fit):
+                def e(x, y):
+                    X, Y = x // per, y // per
+                    phases = []
+                    for j in range(per):
+                        for i in range(per):
+                            taps = [(dy, dx, wy * wx) for dy, wy in _lattice_taps(j, oy, per) for dx, wx in _lattice_taps(i, ox, per)]
+                            a_up = _mac([(wt, fit(0, X + dx, Y + dy)) for dy, dx, wt in taps], 0.0, hl)
+                            r_up = _mac([(wt, fit(1, X + dx, Y + dy)) for dy, dx, wt in taps], 0.0, hl)
+                            phases.append(a_up * g(0, x, y) + r_up)
+                    v = hl.mux((y % per) * per + (x % per), phases)
+                    return hl.select(ctx.is_color(x, y, colour), m(0, x, y), v)
+
+                return e
+
+            outs[colour] = make()
+        return outs
 
 
 # ------------------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from ..cfa import CFA
 from .graph import Node, Program
 from .ops import OPS, get_op
 
-__all__ = ["exercise", "random_weights"]
+__all__ = ["exercise", "random_weights", "OP_CFAS"]
 
 
 def random_weights(program_nodes: tuple[Node, ...], cfa: CFA, rng: np.random.Generator, scale: float = 0.4) -> dict[str, np.ndarray]:
@@ -93,6 +93,16 @@ def exercise(op_name: str, cfa: CFA | str, seed: int = 0) -> Program:
         else:
             nodes += [N("pred", "Slice", ("a",), {"start": 0, "count": 3 * pp})]
         body = None
+    elif op == "ResidualChroma":  # green from a learned prediction, red and blue by the op
+        if p not in get_op(op).periods:
+            raise ValueError(f"{op} does not serve {cfa.value}")
+        nodes += [
+            N("a", "Conv2D", ("packed",), {"out_channels": pp}),
+            N("green", "GreenInsert", ("mosaic", "a")),
+            N("rgb", op, ("mosaic", "green"), {"radius": 1 + seed % 2, "eps": 1e-3 if seed % 2 == 0 else 1e-2, "prior": 1.0 if seed % 2 == 0 else 0.0}),
+        ]
+        tup = tuple(nodes)
+        return Program(f"exercise_{op_name}_{cfa.value}_{seed}", cfa, tup, "rgb", random_weights(tup, cfa, rng))
     else:
         raise ValueError(f"no exercise for op {op_name!r}")
     if body is not None:
@@ -118,3 +128,5 @@ def exercise(op_name: str, cfa: CFA | str, seed: int = 0) -> Program:
 
 
 EXERCISED = sorted(OPS)
+#: every (op, CFA family) pair an exercise exists for: each op with each CFA it serves
+OP_CFAS = [(op, cfa) for op in EXERCISED for cfa in CFA if cfa.period in OPS[op].periods]

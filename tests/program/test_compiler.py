@@ -680,3 +680,13 @@ def test_scratch_blocks_are_reused_per_thread():
     assert small == big and other != big and other % 128 == 0
     lib.halide_free(None, small)
     lib.halide_free(None, other)
+
+
+def test_programs_with_wide_helpers_run_in_square_tiles():
+    # ResidualChroma materialises lattice intermediates of 8 px reach per tile; in bands of 16 rows their
+    # halos are recomputed (c333's green with the op: 65 MP/s in bands, 115 in square tiles)
+    from rawdemosaic.program.compiler import _long_tiles
+    from rawdemosaic.program.zoo import exercise
+
+    assert not _long_tiles(exercise("ResidualChroma", "bayer"))
+    assert _long_tiles(exercise("GreenInsert", "bayer"))  # the same narrow green with ChromaInsert

@@ -10,9 +10,8 @@ import numpy as np  # noqa: E402
 
 from rawdemosaic.cfa import CFA  # noqa: E402
 from rawdemosaic.program.classical import bayer_bilinear  # noqa: E402
-from rawdemosaic.program.ops import OPS  # noqa: E402
 from rawdemosaic.program.reference import run_reference  # noqa: E402
-from rawdemosaic.program.zoo import exercise  # noqa: E402
+from rawdemosaic.program.zoo import OP_CFAS, exercise  # noqa: E402
 from rawdemosaic.search.model import ProgramModule, inherit_weights, to_program  # noqa: E402
 
 TOL = 1e-4
@@ -29,8 +28,7 @@ def _torch_rgb(module, m: np.ndarray) -> np.ndarray:
         return module(torch.from_numpy(m)[None, None])[0].permute(1, 2, 0).numpy()
 
 
-@pytest.mark.parametrize("cfa", ["bayer", "xtrans"])
-@pytest.mark.parametrize("op", sorted(OPS))
+@pytest.mark.parametrize("op,cfa", [(op, cfa.value) for op, cfa in OP_CFAS])
 def test_torch_matches_reference(op, cfa):
     for seed in (0, 1):  # seeds vary the exercise (modes, dilation, bias)
         prog = exercise(op, cfa, seed)
@@ -74,8 +72,7 @@ def test_inherit_weights():
     assert to_program(child).digest() == parent.digest()
 
 
-@pytest.mark.parametrize("cfa", ["bayer", "xtrans"])
-@pytest.mark.parametrize("op", sorted(OPS))
+@pytest.mark.parametrize("op,cfa", [(op, cfa.value) for op, cfa in OP_CFAS])
 def test_trained_export_matches_halide(op, cfa):
     from rawdemosaic.program.compiler import Kernel
 

@@ -1,0 +1,94 @@
+"""Replacing a searched program's learned chroma by residual interpolation (search/rechroma.py, the CLI)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+
+from rawdemosaic.cfa import CFA  # noqa: E402
+from rawdemosaic.errors import ProgramError  # noqa: E402
+from rawdemosaic.program.graph import Program  # noqa: E402
+from rawdemosaic.program.reference import run_reference  # noqa: E402
+from rawdemosaic.program.zoo import exercise  # noqa: E402
+from rawdemosaic.search.rechroma import with_residual_chroma  # noqa: E402
+from rawdemosaic.search.space import residual_net  # noqa: E402
+
+from .test_channels import _mosaic, _searched_registry  # noqa: E402
+
+
+def test_the_green_part_is_kept_and_the_chroma_part_dropped():
+    prog = residual_net("bayer", width=8, depth=2, chroma_width=6, seed=4)
+    rc = with_residual_chroma(prog, radius=2, eps=1e-2, prior=0.5, name="rc")
+    assert rc.node(rc.output).op == "ResidualChroma" and rc.node(rc.output).params == {"radius": 2, "eps": 1e-2, "prior": 0.5}
+    assert not any(n.id.startswith("c_") for n in rc.nodes)
+    assert set(rc.weights) == {k for k in prog.weights if k.startswith("g_")}
+    assert rc.meta["residual_chroma"]["replaced"] and all(r.startswith("c_") for r in rc.meta["residual_chroma"]["replaced"])
+    m = _mosaic((40, 48))
+    # the green is the parent's, to the bit; red and blue change
+    a, b = run_reference(prog, m), run_reference(rc, m)
+    assert np.array_equal(a[..., 1], b[..., 1]) and not np.allclose(a[..., 0], b[..., 0])
+    chroma = sum(c for k, c in prog.node_costs().items() if k.startswith("c_"))
+    assert rc.cost() == pytest.approx(prog.cost() - chroma - prog.node_costs()["rgb"] + rc.node_costs()["rgb"])
+
+
+def test_programs_without_a_learned_chroma_are_refused():
+    with pytest.raises(ProgramError, match="not a ChromaInsert"):
+        with_residual_chroma(exercise("ResidualChroma", "bayer"))
+    with pytest.raises(ProgramError, match="Bayer"):
+        with_residual_chroma(residual_net("xtrans", width=4, depth=1, chroma_width=4, seed=0))
+    prog = residual_net("bayer", width=4, depth=1, chroma_width=4, seed=0)
+    with pytest.raises(ProgramError, match="self-ensemble"):
+        with_residual_chroma(prog.with_ensemble(2))
+
+
+def test_residual_chroma_entry_fine_tunes_and_records_provenance(tmp_path):
+    from rawdemosaic import demosaic
+    from rawdemosaic.search.cli import main, residual_chroma_entry
+
+    reg, parent = _searched_registry(tmp_path)
+    calls = []
+
+    def fake_trainer(program, seed, init_from):
+        calls.append(program)
+        return program, 31.0
+
+    tdir = tmp_path / "trained"
+    tdir.mkdir()
+    info = residual_chroma_entry("tiny_searched", eps=1e-2, prior=0.5, models=reg, trainer=fake_trainer, trained_dir=tdir, sets=["kodak24"], limit=1, quiet=True)
+    assert len(calls) == 1 and calls[0].node("rgb").op == "ResidualChroma"
+    assert info.name == "tiny_searched_rc" and info.cost < parent.cost()
+    prov = info.provenance
+    assert prov["residual_chroma_from"] == "tiny_searched" and prov["residual_chroma_from_digest"] == parent.digest()
+    assert prov["residual_chroma"]["eps"] == 1e-2 and prov["residual_chroma"]["prior"] == 0.5 and prov["seed"] == 5 and prov["full_train_val_psnr"] == 31.0
+    assert prov["command"].startswith("rawdemosaic search residual-chroma tiny_searched --radius 1 --eps 0.01 --prior 0.5 --steps ")
+    assert "residual interpolation" in info.description
+    assert info.program().domain == parent.domain
+    out = demosaic(_mosaic((24, 32)), "BGGR", kernel=info.name, models=reg)
+    assert out.shape == (24, 32, 3) and np.isfinite(out).all()
+    # kept and reused, and refused when it is another program
+    again = residual_chroma_entry("tiny_searched", eps=1e-2, prior=0.5, models=reg, trained_dir=tdir, sets=["kodak24"], limit=1, quiet=True)
+    assert again.name == info.name
+    with pytest.raises(ValueError, match="another program"):
+        residual_chroma_entry("tiny_searched", eps=1e-2, prior=0.5, radius=2, name="tiny_searched_rc", models=reg, trained_dir=tdir, sets=["kodak24"], limit=1, quiet=True)
+    # command-line errors: one line, exit 2
+    assert main(["residual-chroma", "nope", "--models", str(reg)]) == 2
+    assert main(["residual-chroma", "tiny_searched", "--radius", "0", "--models", str(reg)]) == 2
+    assert main(["residual-chroma", "tiny_searched", "--eps", "nan", "--models", str(reg)]) == 2
+
+
+def test_xtrans_entries_are_refused_before_training(tmp_path):
+    from rawdemosaic.registry import add_entry
+    from rawdemosaic.search.cli import config_path, residual_chroma_entry
+
+    prog = residual_net("xtrans", width=4, depth=1, chroma_width=4, seed=0)
+    prog = Program("tiny_x", CFA.XTRANS, prog.nodes, prog.output, prog.weights)
+    reg = tmp_path / "models"
+    add_entry(prog, reg, {"kodak24": 30.0, "mcmaster18": 30.0}, provenance={"seed": 1, "config": config_path("smoke").read_text()})
+
+    def never(*a):
+        raise AssertionError("trained")
+
+    with pytest.raises(ProgramError, match="Bayer"):
+        residual_chroma_entry("tiny_x", models=reg, trainer=never, quiet=True)
