@@ -34,6 +34,18 @@ RESULTS_MD = BENCH / "RESULTS.md"
 QUALITY_JSON = BENCH / "results_quality.json"
 SPEED_JSON = BENCH / "results_speed.json"
 DEMOSAICNET_CACHE = BENCH / "cache_demosaicnet.json"
+DROPPED = ROOT / "search" / "results" / "dropped"  # entries the monotone front dropped after results were published on them
+
+
+def registry_entries() -> dict:
+    """The registry's entries by name, and those of ``search/results/dropped`` (kept so that the published
+    results measured on them can be re-run)."""
+    import rawdemosaic
+    from rawdemosaic.registry import load_registry
+
+    out = {k.name: k for k in load_registry(DROPPED)} if (DROPPED / "registry.json").exists() else {}
+    out.update({k.name: k for k in rawdemosaic.kernels(plugins=False)})
+    return out
 
 # ----------------------------------------------------------------------------------------------- machine
 

@@ -114,15 +114,14 @@ def main(argv=None) -> dict:
     ap.add_argument("--limit", type=int, default=None, help="first N images of each set")
     ap.add_argument("--results", default=str(C.BENCH / "RESULTS_quantisation.md"), help="markdown file to rewrite ('' for none)")
     a = ap.parse_args(argv)
-    import rawdemosaic
     from quality import corpus_split, load_files
     from rawdemosaic.evaluate import TEST_SETS, cpsnr, load_images
     from rawdemosaic.search.model import ProgramModule
 
     configs = parse_configs(a.configs)
-    infos = {k.name: k for k in rawdemosaic.kernels(plugins=False)}
+    infos = C.registry_entries()
     if set(a.kernels.split(",")) - set(infos):
-        ap.error(f"--kernels: not in the registry: {sorted(set(a.kernels.split(',')) - set(infos))}")
+        ap.error(f"--kernels: not in the registry (nor search/results/dropped): {sorted(set(a.kernels.split(',')) - set(infos))}")
     train, val = corpus_split()
     calib_images = load_files(train[: a.calib])
     sets = {"kodak24": load_images(TEST_SETS["kodak24"], limit=a.limit), "mcmaster18": load_images(TEST_SETS["mcmaster18"], limit=a.limit)}

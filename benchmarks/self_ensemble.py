@@ -74,16 +74,15 @@ def main(argv=None) -> dict:
     ap.add_argument("--repeats", type=int, default=5, help="timed runs (median)")
     ap.add_argument("--results", default=str(C.BENCH / "RESULTS_ensemble.md"), help="markdown file to rewrite ('' for none)")
     a = ap.parse_args(argv)
-    import rawdemosaic
     from rawdemosaic.evaluate import TEST_SETS, cpsnr, load_images
     from quality import load_files, validation_files
 
     sizes = [int(s) for s in a.sizes.split(",")]
-    infos = {k.name: k for k in rawdemosaic.kernels(plugins=False)}
+    infos = C.registry_entries()
     if set(sizes) - set(ENSEMBLES):
         ap.error(f"--sizes: {sorted(set(sizes) - set(ENSEMBLES))} not among {sorted(ENSEMBLES)}")
     if set(a.kernels.split(",")) - set(infos):
-        ap.error(f"--kernels: not in the registry: {sorted(set(a.kernels.split(',')) - set(infos))}")
+        ap.error(f"--kernels: not in the registry (nor search/results/dropped): {sorted(set(a.kernels.split(',')) - set(infos))}")
     sets = {"kodak24": load_images(TEST_SETS["kodak24"], limit=a.limit), "mcmaster18": load_images(TEST_SETS["mcmaster18"], limit=a.limit)}
     sets["val"] = load_files(validation_files()[0][: a.limit])
     rows, doc = [], {"machine": C.machine_info(), "rows": []}

@@ -297,7 +297,7 @@ def test_quantisation_float_path_is_the_program_and_16_bits_are_nearly_lossless(
     from rawdemosaic.registry import kernels
     from rawdemosaic.search.model import ProgramModule
 
-    prog = {k.name: k for k in kernels(plugins=False)}["bm_bayer_bayer_lin_c67"].program()
+    prog = {k.name: k for k in kernels(plugins=False)}["bm_bayer_bayer_lin_c67_rc"].program()
     module = ProgramModule(prog).eval()
     rng = np.random.default_rng(0)
     img = np.clip(rng.random((8, 8, 3)).repeat(6, 0).repeat(6, 1) + 0.05 * rng.standard_normal((48, 48, 3)), 0, 1).astype(np.float32)

@@ -282,10 +282,10 @@ def build_pipeline(program: Program, in_dtype: str = "float32", out_dtype: str =
 
 
 def _passes_samples(program: Program) -> bool:
-    """Whether the output is the mosaic's own sample wherever the CFA has that colour: a ChromaInsert of
-    the Input whose green is a GreenInsert of the Input (both pass the samples through unchanged)."""
+    """Whether the output is the mosaic's own sample wherever the CFA has that colour: a ChromaInsert or
+    ResidualChroma of the Input whose green is a GreenInsert of the Input (all pass the samples through)."""
     out = program.node(program.output)
-    if out.op != "ChromaInsert" or program.node(out.inputs[0]).op != "Input":
+    if out.op not in ("ChromaInsert", "ResidualChroma") or program.node(out.inputs[0]).op != "Input":
         return False
     green = program.node(out.inputs[1])
     return green.op == "GreenInsert" and program.node(green.inputs[0]).op == "Input"

@@ -52,7 +52,7 @@ def test_uint16_in_and_out():
     assert np.abs(outf - ref).max() < 1e-5
 
 
-@pytest.mark.parametrize(("name", "linear_io"), [("bayer_malvar", False), ("bg_bayer_bayer_gpu_c112", False), ("xtrans_linear", False),
+@pytest.mark.parametrize(("name", "linear_io"), [("bayer_malvar", False), ("bg_bayer_bayer_gpu_c112_rc", False), ("xtrans_linear", False),
                                                ("xs_xtrans_xtrans_low_c58", False), ("bayer_malvar", True), ("bayer_lsq40g", True), ("xtrans_lsq288g", True)])
 def test_uint16_output_copies_the_sensors_own_samples(name, linear_io):
     """uint16 in and out: where the CFA has a colour, the output is the mosaic sample itself (copied, not

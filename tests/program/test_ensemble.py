@@ -77,7 +77,7 @@ def test_kernel_matches_reference_in_every_phase_and_size(make, n):
             assert np.abs(k(m, pat) - run_reference(prog, m, pat)).max() <= 1e-4, (dy, dx, h, w)
 
 
-@pytest.mark.parametrize("name", ["bg_bayer_bayer_gpu_c153", "xtrans_linear"])
+@pytest.mark.parametrize("name", ["bg_bayer_bayer_gpu_c112_rc", "xtrans_linear"])
 def test_ensemble_is_the_mean_over_reflected_mosaics(name):
     """Away from the border, the kernel equals the plain kernel run on each flipped mosaic (in the phase
     detected there) and flipped back, averaged. (X-Trans has two phases per layout, which a fixed

@@ -67,7 +67,9 @@ def main(argv=None) -> dict:
     a = ap.parse_args(argv)
     if not 0.0 <= a.alpha <= 1.0:
         ap.error(f"--alpha must be in [0, 1], got {a.alpha}")
-    prog = {e.name: e for e in load_registry(default_models_dir())}[a.entry].program()
+    dropped = Path(__file__).resolve().parents[1] / "dropped"  # entries the front dropped since (c333 among them)
+    entries = {e.name: e for reg in (dropped, default_models_dir()) for e in load_registry(reg)}
+    prog = entries[a.entry].program()
     cfa = prog.cfa.value
     cache = Path(a.cache)
     cache.mkdir(parents=True, exist_ok=True)

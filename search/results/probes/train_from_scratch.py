@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from pathlib import Path
 
 from rawdemosaic.registry import default_models_dir, load_registry
 from rawdemosaic.search import data as D
@@ -45,7 +46,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--out", required=True, help="where to save the trained program (.json)")
     ap.add_argument("--cache", default=None, help="directory for the prepared patch sets")
     a = ap.parse_args(argv)
-    prog = {e.name: e for e in load_registry(default_models_dir())}[a.entry].program()
+    dropped = Path(__file__).resolve().parents[1] / "dropped"  # entries the front dropped since (c333 among them)
+    entries = {e.name: e for reg in (dropped, default_models_dir()) for e in load_registry(reg)}
+    prog = entries[a.entry].program()
     cfa = prog.cfa.value
     tr, va = probe_datasets(cfa, a.seed, a.stride, a.cache)
     print(f"{a.entry}: {prog.cost():g} ops/pixel, {len(tr.files)} training images", flush=True)
