@@ -10,7 +10,8 @@ with a strong filter that nothing downstream uses ranks low, and the other way r
 alone is the criterion of Li et al., "Pruning Filters for Efficient ConvNets", ICLR 2017.
 
 Channels are followed from the pruned node through per-channel ops (``ReLU``, ``Upsample``) and ``Stack``
-(at the input's offset) to the convolutions that read them. Anything else on the way (an ``Add`` whose other
+(at the input's offset) to the convolutions that read them; where those are grouped, every group loses the
+same number of channels (the most important ones of each group are kept). Anything else on the way (an ``Add`` whose other
 operand would need the same pruning, a ``Softmax`` across channels, the inserts) is refused.
 """
 
@@ -53,8 +54,7 @@ def _readers(program: Program, nid: str) -> list[tuple[Node, np.ndarray]]:
         if cur == program.output:
             raise ProgramError(f"{program.name}: channels of {nid!r} reach the output; they cannot be pruned")
         for n in consumers.get(cur, []):
-            if n.op in _PRUNABLE:
-                _check_prunable(program, n)
+            if n.op in _PRUNABLE:  # grouped readers too: their groups lose channels evenly (_prune_one)
                 found.append((n, idx))
             elif n.op in _PER_CHANNEL:
                 todo.append((n.id, idx))
@@ -69,6 +69,21 @@ def _readers(program: Program, nid: str) -> list[tuple[Node, np.ndarray]]:
     return found
 
 
+def _groups(program: Program, r: Node) -> tuple[int, int, int]:
+    """``(groups, input channels per group, output channels per group)`` of the reader ``r``."""
+    g = program.params(r).get("groups", 1)
+    w = program.weights[f"{r.id}.weight"]
+    return g, w.shape[1], w.shape[0] // g
+
+
+def _read_by(program: Program, r: Node, c: int) -> np.ndarray:
+    """The weights of reader ``r`` that multiply its input channel ``c``: ``(outputs of c's group, taps...)``."""
+    g, cin_g, cout_g = _groups(program, r)
+    w = program.weights[f"{r.id}.weight"]
+    grp = c // cin_g
+    return w[grp * cout_g : (grp + 1) * cout_g, c % cin_g]
+
+
 def channel_importance(program: Program, nid: str) -> np.ndarray:
     """Per output channel of ``nid``: L2 norm of its filter times the L2 norm of the weights reading it."""
     n = program.node(nid)
@@ -77,9 +92,27 @@ def channel_importance(program: Program, nid: str) -> np.ndarray:
     filt = np.sqrt((w.astype(np.float64).reshape(w.shape[0], -1) ** 2).sum(axis=1))
     out = np.zeros(w.shape[0])
     for r, idx in _readers(program, nid):
-        rw = program.node_weights(r)["weight"].astype(np.float64)
-        out += (np.moveaxis(rw, 1, 0)[idx].reshape(len(idx), -1) ** 2).sum(axis=1)
+        out += np.array([(_read_by(program, r, int(c)).astype(np.float64) ** 2).sum() for c in idx])
     return filt * np.sqrt(out)
+
+
+def _channel_groups(program: Program, nid: str, readers: list[tuple[Node, np.ndarray]]) -> np.ndarray:
+    """Per channel of ``nid``, the group of the grouped convolutions that read it (zeros if none is grouped).
+
+    Every grouped reader must split the channels the same way, into groups of equal size, so that each can
+    lose the same number of channels per group."""
+    found = None
+    for r, idx in readers:
+        g, cin_g, _ = _groups(program, r)
+        if g == 1:
+            continue
+        grp = idx // cin_g
+        if found is not None and not np.array_equal(found, grp):
+            raise ProgramError(f"{program.name}: the grouped convolutions reading {nid!r} group its channels differently")
+        if len(set(np.bincount(grp, minlength=g))) != 1:
+            raise ProgramError(f"{program.name}: {r.id!r} groups the channels of {nid!r} unevenly")
+        found = grp
+    return found if found is not None else np.zeros(program.shapes()[nid].channels, int)
 
 
 def _prune_one(program: Program, nid: str, keep: int) -> tuple[Program, list[int]]:
@@ -89,18 +122,31 @@ def _prune_one(program: Program, nid: str, keep: int) -> tuple[Program, list[int
     if not 1 <= keep <= channels:
         raise ProgramError(f"{program.name}: cannot keep {keep} of the {channels} channels of {nid!r}")
     score = channel_importance(program, nid)
-    kept = np.sort(np.argsort(-score, kind="stable")[:keep])
+    readers = _readers(program, nid)
+    groups = _channel_groups(program, nid, readers)
+    ng = int(groups.max()) + 1
+    if keep % ng:
+        raise ProgramError(f"{program.name}: {nid!r} is read by convolutions of {ng} groups; keep a multiple of {ng}, not {keep}")
+    kept = np.sort(np.concatenate([
+        np.flatnonzero(groups == g)[np.argsort(-score[groups == g], kind="stable")[: keep // ng]] for g in range(ng)
+    ]))
     weights = dict(program.weights)
     weights[f"{nid}.weight"] = program.weights[f"{nid}.weight"][kept]
     if f"{nid}.bias" in weights:
         weights[f"{nid}.bias"] = program.weights[f"{nid}.bias"][kept]
     drop: dict[str, set[int]] = {}
     dropped = np.setdiff1d(np.arange(channels), kept)
-    for r, idx in _readers(program, nid):
+    by_id = {}
+    for r, idx in readers:
         drop.setdefault(r.id, set()).update(int(i) for i in idx[dropped])
+        by_id[r.id] = r
     for rid, cols in drop.items():
         rw = weights[f"{rid}.weight"]
-        weights[f"{rid}.weight"] = np.delete(rw, sorted(cols), axis=1)
+        g, cin_g, cout_g = _groups(program, by_id[rid])
+        # per group: its rows lose the columns of its dropped input channels (the same number in each group)
+        weights[f"{rid}.weight"] = np.concatenate([
+            np.delete(rw[k * cout_g : (k + 1) * cout_g], sorted(c % cin_g for c in cols if c // cin_g == k), axis=1) for k in range(g)
+        ])
     nodes = tuple(replace(m, params={**m.params, "out_channels": keep}) if m.id == nid else m for m in program.nodes)
     pruned = Program(program.name, program.cfa, nodes, program.output, weights, dict(program.meta), program.ensemble)
     pruned.shapes()  # validates the rewritten graph

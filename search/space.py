@@ -6,6 +6,10 @@ Programs of the search follow the green-first layout of Ma et al. 2022 [1]_::
            -> [chroma part: nodes "c_*", reading mosaic, green (and g_* in joint mode)]
            -> rgb = ChromaInsert(mosaic, green, <R-G / B-G prediction>, mode="diff")
 
+Programs may also end in ``rgb = ResidualChroma(mosaic, green)`` (:mod:`rawdemosaic.search.rechroma`),
+with no chroma prediction: mutations of their chroma part insert ``c_*`` nodes between green and the op
+(which then outputs that node as green: a learned guide).
+
 A *green program* is the ``g_*`` part (it outputs full-resolution green through GreenInsert); a
 *chroma program* is the ``c_*`` part, which takes the mosaic and a chosen green program's output and
 predicts the colour differences at packed scale. :func:`compose` joins a green and a chroma program
@@ -938,8 +942,8 @@ def prune(prog: Program, space: SpaceConfig, seen: set[str] | None = None) -> st
                 return f"inverse channel shuffles ({a.id}->{n.id})"
         if n.op == "ReLU" and _non_negative(by_id, n.inputs[0], nonneg):
             return f"ReLU of a non-negative input ({n.inputs[0]}->{n.id})"
-    for sink, k, part in (("green", 1, "g"), ("rgb", 2, "c")):
-        if sink in by_id:
+    for sink, op, k, part in (("green", "GreenInsert", 1, "g"), ("rgb", "ChromaInsert", 2, "c")):
+        if sink in by_id and by_id[sink].op == op:  # (a ResidualChroma output predicts nothing)
             src = by_id[sink].inputs[k]
             if not src.startswith(part + "_"):
                 return f"{sink} prediction is {src!r}, not a {part}_ node"

@@ -105,6 +105,33 @@ def test_grouped_convolutions_are_refused():
         prune_channels(grouped, {"g_c1": 4})
 
 
+def test_grouped_readers_lose_channels_evenly():
+    # g_c0 (8 channels) is read by a 2-group convolution (like c333's green): channels 1 and 6 read by
+    # nothing go, one from each group, the output is unchanged and the grouped weights narrow per group
+    rng = np.random.default_rng(2)
+    nodes = (
+        Node("mosaic", "Input"), Node("g_pack", "Pack", ("mosaic",)),
+        Node("g_c0", "Conv2D", ("g_pack",), {"out_channels": 8}), Node("g_r0", "ReLU", ("g_c0",)),
+        Node("g_res", "Conv2D", ("g_r0",), {"out_channels": 4, "groups": 2}), Node("g_out", "Add", ("g_pack", "g_res")),
+        Node("green", "GreenInsert", ("mosaic", "g_out")), Node("rgb", "ResidualChroma", ("mosaic", "green")),
+    )
+    w = {"g_c0.weight": rng.standard_normal((8, 4, 3, 3)), "g_c0.bias": rng.standard_normal(8),
+         "g_res.weight": rng.standard_normal((4, 4, 3, 3)), "g_res.bias": rng.standard_normal(4)}
+    w["g_res.weight"][0:2, 1] = 0  # channel 1: column 1 of group 0's outputs
+    w["g_res.weight"][2:4, 2] = 0  # channel 6: column 2 of group 1's outputs
+    prog = Program("grp", CFA.BAYER, nodes, "rgb", {k: v.astype(np.float32) for k, v in w.items()})
+    assert np.flatnonzero(channel_importance(prog, "g_c0") == 0).tolist() == [1, 6]
+    with pytest.raises(ProgramError, match="multiple of 2"):
+        prune_channels(prog, {"g_c0": 5})
+    pruned = prune_channels(prog, {"g_c0": 6})
+    assert pruned.meta["pruned"] == {"g_c0": [0, 2, 3, 4, 5, 7]} and pruned.weights["g_res.weight"].shape == (4, 3, 3, 3)
+    m = _mosaic((24, 28))
+    np.testing.assert_allclose(run_reference(pruned, m), run_reference(prog, m), rtol=0, atol=1e-5)
+    # the most important channels of each group are kept, never all from one group
+    four = prune_channels(prog, {"g_c0": 4}).meta["pruned"]["g_c0"]
+    assert sum(c < 4 for c in four) == 2
+
+
 def _searched_registry(tmp_path):
     from rawdemosaic.registry import add_entry
     from rawdemosaic.search.cli import config_path

@@ -450,3 +450,20 @@ def test_process_workers_end_with_their_parent(tmp_path):
         time.sleep(0.5)
     os.kill(pid, 9)
     pytest.fail(f"worker {pid} outlived its parent by 15 s")
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in (Path(__file__).resolve().parents[2] / "search" / "configs").glob("*.toml")))
+def test_packaged_configs_load_and_their_seed_entries_exist(name):
+    # registry entries come and go (the front rule): a config naming a dropped one would fail at `run`
+    from rawdemosaic.search.cli import config_path
+
+    cfg = E.load_config(config_path(name))
+    for cfa, names in cfg["space"].get("seed_entries", {}).items():
+        cwd = os.getcwd()
+        try:
+            os.chdir(Path(__file__).resolve().parents[2])  # program files are relative to the checkout
+            from rawdemosaic.cfa import CFA
+
+            assert E._seed_entries(names, CFA(cfa))
+        finally:
+            os.chdir(cwd)

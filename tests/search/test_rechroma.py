@@ -92,3 +92,21 @@ def test_xtrans_entries_are_refused_before_training(tmp_path):
 
     with pytest.raises(ProgramError, match="Bayer"):
         residual_chroma_entry("tiny_x", models=reg, trainer=never, quiet=True)
+
+
+def test_the_search_takes_residual_chroma_programs():
+    # seeds of search/configs/bayer_rc.toml: prune keeps them (the prediction rule is ChromaInsert's) and
+    # mutations of either part give valid programs (chroma-part nodes sit between green and the op)
+    from rawdemosaic.search import space as S
+
+    rc = with_residual_chroma(residual_net("bayer", width=8, depth=2, chroma_width=6, seed=4), name="rc")
+    sp = S.SpaceConfig(cfa="bayer", mode="joint", min_cost=1.0)
+    assert S.prune(rc, sp) is None
+    rng = np.random.default_rng(0)
+    kinds = set()
+    for _ in range(12):
+        child, kind = S.mutate(rc, rng, sp)
+        child.shapes()
+        assert child.node(child.output).op == "ResidualChroma"
+        kinds.add(kind)
+    assert len(kinds) > 1
