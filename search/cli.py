@@ -327,11 +327,12 @@ def residual_chroma_entry(entry: str, radius: int = 1, eps: float = 1e-3, prior:
     from .rechroma import with_residual_chroma
 
     return _derive_entry(
-        entry, lambda parent: with_residual_chroma(parent, radius, eps, prior), "residual-chroma", f"{entry} with residual chroma (radius {radius}, eps {eps:g}, prior {prior:g})",
-        default_name=lambda derived: f"{entry}_rc" + (f"{radius}" if radius != 1 else ""),
+        entry, lambda parent: with_residual_chroma(parent, radius, eps, prior), "residual-chroma", f"{entry} with residual chroma (radius {radius}, eps {eps!r}, prior {prior!r})",
+        # parameters other than the defaults name the entry, so runs with other settings do not replace it
+        default_name=lambda derived: f"{entry}_rc" + (f"{radius}" if radius != 1 else "") + (f"_e{eps:g}" if eps != 1e-3 else "") + (f"_p{prior:g}" if prior != 1.0 else ""),
         description=f"learned chroma replaced by residual interpolation (radius {radius}, eps {eps:g}, prior {prior:g}), green fine-tuned through it",
         record=lambda derived: {"residual_chroma": derived.meta["residual_chroma"]}, from_key="residual_chroma_from",
-        command=["--radius", str(radius), "--eps", f"{eps:g}", "--prior", f"{prior:g}"],
+        command=["--radius", str(radius), "--eps", repr(float(eps)), "--prior", repr(float(prior))],  # exact: the command rebuilds the same program
         models=models, into=into, name=name, steps=steps, sets=sets, limit=limit, overrides=overrides, trainer=trainer,
         trained_dir=trained_dir, train_only=train_only, quiet=quiet, prune=prune,
     )
@@ -348,6 +349,8 @@ def _derive_entry(entry: str, derive, verb: str, what: str, *, default_name, des
     from . import evolve as E
     from . import space as S
 
+    # the directories and name as given, for the recorded command (a parent may leave the registry later)
+    where = [*(["--models", str(models)] if models is not None else []), *(["--into", str(into)] if into is not None else []), *(["--name", name] if name else [])]
     src = Path(models) if models is not None else default_models_dir()
     infos = {e.name: e for e in load_registry(src)}
     if entry not in infos:
@@ -400,7 +403,7 @@ def _derive_entry(entry: str, derive, verb: str, what: str, *, default_name, des
         "finetune": {"steps": tcfg["steps"], "lr": tcfg["lr"], "batch": tcfg["batch"], "count": tcfg.get("count"), "loss": tcfg.get("loss", "l2"), "seed": seed, "overrides": overrides},
         "full_train_val_psnr": ft.get("val_psnr"),
         "full_train_device": ft.get("device"),
-        "command": " ".join([f"rawdemosaic search {verb}", entry, *command, "--steps", str(tcfg["steps"]), *(f"--set {k}={v}" for k, v in overrides.items())]),
+        "command": " ".join([f"rawdemosaic search {verb}", entry, *where, *command, "--steps", str(tcfg["steps"]), *(f"--set {k}={v}" for k, v in overrides.items())]),
     })
     q = None
     if limit:
@@ -525,7 +528,7 @@ def _parser() -> argparse.ArgumentParser:
     rc.add_argument("--radius", type=int, default=1, help="fit window: (2R+1)^2 samples of each of red and blue (default 1)")
     rc.add_argument("--eps", type=float, default=1e-3, help="regularisation: added to the local variance of green (default 1e-3)")
     rc.add_argument("--prior", type=float, default=1.0, help="slope the fit falls back to where green is flat: 1 colour differences (default), 0 plain interpolation")
-    _derive_options(rc, "the new entry", "<entry>_rc, or _rc<R> with --radius R")
+    _derive_options(rc, "the new entry", "<entry>_rc, then R with --radius R, _e<eps> and _p<prior> when not the defaults")
     f = sub.add_parser("fit-linear", help="fit the sparse least-squares linear demosaicker of a given cost and add it to the registry")
     f.add_argument("--cfa", required=True, choices=["bayer", "xtrans"])
     f.add_argument("--ops", type=float, nargs="+", required=True, help="multiply-adds per pixel (taps per tile / tile pixels); several: one entry each, from one pass over the corpus")

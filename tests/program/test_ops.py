@@ -149,6 +149,7 @@ def test_residual_chroma_serves_bayer_only():
     nodes = (Node("mosaic", "Input"), Node("rgb", "ResidualChroma", ("mosaic", "mosaic")))
     with pytest.raises(ProgramError, match="Bayer"):
         Program("x", CFA.XTRANS, nodes, "rgb").shapes()
-    for bad in ({"radius": 0}, {"eps": 0.0}, {"radius": 1.5}, {"eps": float("inf")}, {"prior": "1"}):
+    for bad in ({"radius": 0}, {"eps": 0.0}, {"radius": 1.5}, {"eps": float("inf")}, {"prior": "1"}, {"eps": 1e-50}, {"eps": 1e39},
+                {"eps": 1e30, "prior": 1e10}, {"prior": float("nan")}):  # float32: zero, inf, inf, nan
         with pytest.raises(ProgramError, match="ResidualChroma"):
             Program("x", CFA.BAYER, (nodes[0], Node("rgb", "ResidualChroma", ("mosaic", "mosaic"), bad)), "rgb").shapes()

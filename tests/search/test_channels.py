@@ -166,7 +166,7 @@ def test_prune_entry_fine_tunes_with_the_run_config_and_records_provenance(tmp_p
     assert prov["keep"] == {"c_c0": 4, "g_c1": 6} and set(prov["kept_channels"]) == {"c_c0", "g_c1"}
     assert prov["seed"] == 5 and prov["run"] == "runs/x" and "[search]" in prov["config"]
     assert prov["finetune"]["lr"] == 1e-3 and prov["full_train_val_psnr"] == 31.5
-    assert prov["command"].startswith("rawdemosaic search prune tiny_searched --keep c_c0=4 g_c1=6 --steps ") and prov["command"].endswith("--set lr=0.001")
+    assert prov["command"].startswith(f"rawdemosaic search prune tiny_searched --models {reg} --keep c_c0=4 g_c1=6 --steps ") and prov["command"].endswith("--set lr=0.001")
     assert "channels pruned (c_c0 4, g_c1 6)" in info.description
     assert set(info.quality) == {"kodak24@1", "kodak24@1_linear"}
     out = demosaic(_mosaic((24, 32)), "GRBG", kernel=info.name, models=reg)

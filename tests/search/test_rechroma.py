@@ -58,11 +58,11 @@ def test_residual_chroma_entry_fine_tunes_and_records_provenance(tmp_path):
     tdir.mkdir()
     info = residual_chroma_entry("tiny_searched", eps=1e-2, prior=0.5, models=reg, trainer=fake_trainer, trained_dir=tdir, sets=["kodak24"], limit=1, quiet=True)
     assert len(calls) == 1 and calls[0].node("rgb").op == "ResidualChroma"
-    assert info.name == "tiny_searched_rc" and info.cost < parent.cost()
+    assert info.name == "tiny_searched_rc_e0.01_p0.5" and info.cost < parent.cost()
     prov = info.provenance
     assert prov["residual_chroma_from"] == "tiny_searched" and prov["residual_chroma_from_digest"] == parent.digest()
     assert prov["residual_chroma"]["eps"] == 1e-2 and prov["residual_chroma"]["prior"] == 0.5 and prov["seed"] == 5 and prov["full_train_val_psnr"] == 31.0
-    assert prov["command"].startswith("rawdemosaic search residual-chroma tiny_searched --radius 1 --eps 0.01 --prior 0.5 --steps ")
+    assert prov["command"].startswith("rawdemosaic search residual-chroma tiny_searched --models {reg} --radius 1 --eps 0.01 --prior 0.5 --steps ".format(reg=reg))
     assert "residual interpolation" in info.description
     assert info.program().domain == parent.domain
     out = demosaic(_mosaic((24, 32)), "BGGR", kernel=info.name, models=reg)
@@ -71,11 +71,15 @@ def test_residual_chroma_entry_fine_tunes_and_records_provenance(tmp_path):
     again = residual_chroma_entry("tiny_searched", eps=1e-2, prior=0.5, models=reg, trained_dir=tdir, sets=["kodak24"], limit=1, quiet=True)
     assert again.name == info.name
     with pytest.raises(ValueError, match="another program"):
-        residual_chroma_entry("tiny_searched", eps=1e-2, prior=0.5, radius=2, name="tiny_searched_rc", models=reg, trained_dir=tdir, sets=["kodak24"], limit=1, quiet=True)
+        residual_chroma_entry("tiny_searched", eps=1e-2, prior=0.5, radius=2, name=info.name, models=reg, trained_dir=tdir, sets=["kodak24"], limit=1, quiet=True)
+    # the recorded command rebuilds the same program: eps and prior exactly, the registries as given
+    exact = residual_chroma_entry("tiny_searched", eps=1.2345678e-4, prior=1 / 3, models=reg, trainer=fake_trainer, sets=["kodak24"], limit=1, quiet=True)
+    assert "--eps 0.00012345678 --prior 0.3333333333333333 " in exact.provenance["command"] and exact.name == "tiny_searched_rc_e0.000123457_p0.333333"
     # command-line errors: one line, exit 2
     assert main(["residual-chroma", "nope", "--models", str(reg)]) == 2
     assert main(["residual-chroma", "tiny_searched", "--radius", "0", "--models", str(reg)]) == 2
     assert main(["residual-chroma", "tiny_searched", "--eps", "nan", "--models", str(reg)]) == 2
+    assert main(["residual-chroma", "tiny_searched", "--eps", "1e-50", "--models", str(reg)]) == 2  # zero in float32
 
 
 def test_xtrans_entries_are_refused_before_training(tmp_path):
