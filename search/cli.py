@@ -329,7 +329,7 @@ def residual_chroma_entry(entry: str, radius: int = 1, eps: float = 1e-3, prior:
     return _derive_entry(
         entry, lambda parent: with_residual_chroma(parent, radius, eps, prior), "residual-chroma", f"{entry} with residual chroma (radius {radius}, eps {eps!r}, prior {prior!r})",
         # parameters other than the defaults name the entry, so runs with other settings do not replace it
-        default_name=lambda derived: f"{entry}_rc" + (f"{radius}" if radius != 1 else "") + (f"_e{eps:g}" if eps != 1e-3 else "") + (f"_p{prior:g}" if prior != 1.0 else ""),
+        default_name=lambda derived: f"{entry}_rc" + (f"{radius}" if radius != 1 else "") + (f"_e{float(eps)!r}" if eps != 1e-3 else "") + (f"_p{float(prior)!r}" if prior != 1.0 else ""),
         description=f"learned chroma replaced by residual interpolation (radius {radius}, eps {eps:g}, prior {prior:g}), green fine-tuned through it",
         record=lambda derived: {"residual_chroma": derived.meta["residual_chroma"]}, from_key="residual_chroma_from",
         command=["--radius", str(radius), "--eps", repr(float(eps)), "--prior", repr(float(prior))],  # exact: the command rebuilds the same program

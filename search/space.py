@@ -421,9 +421,12 @@ def compose(green_prog: Program, chroma_prog: Program, name: str | None = None) 
     if any(i.startswith("g_") for n in c for i in n.inputs):
         raise ProgramError("compose: the chroma part reads green-part features (a joint program)")
     g_out = green_prog.node("green").inputs[1]
-    c_out = chroma_prog.node("rgb").inputs[2]
-    gs, cs = _sinks(green_prog.cfa, g_out, c_out)
-    cs = [N("rgb", "ChromaInsert", ("mosaic", "green", c_out), dict(chroma_prog.node("rgb").params))]
+    sink = chroma_prog.node("rgb")
+    gs = [N("green", "GreenInsert", ("mosaic", g_out))]
+    if sink.op == "ResidualChroma":  # its guide: green, or the chroma part's node between them
+        cs = [N("rgb", "ResidualChroma", ("mosaic", sink.inputs[1]), dict(sink.params))]
+    else:
+        cs = [N("rgb", "ChromaInsert", ("mosaic", "green", sink.inputs[2]), dict(sink.params))]
     nodes = tuple([N("mosaic", "Input")] + g + gs + c + cs)
     w = {**_part_weights(green_prog, g), **_part_weights(chroma_prog, c)}
     prog = Program(name or chroma_prog.name, green_prog.cfa, nodes, "rgb", w, dict(chroma_prog.meta))
@@ -918,8 +921,8 @@ def prune(prog: Program, space: SpaceConfig, seen: set[str] | None = None) -> st
 
     Rules: inverse pairs (Pack->Unpack, Unpack->Pack, Downsample->up-sampling and up-sampling->
     Downsample by the same factor with nothing between), idempotent repeats (ReLU->ReLU,
-    Softmax->Softmax), a ReLU of what cannot be negative (the mosaic, packed, stacked or summed), a
-    part whose prediction is the mosaic itself, size bounds (cost within the tiers, channel and node
+    Softmax->Softmax), a ReLU of what cannot be negative (the mosaic, packed, stacked or summed), a Softmax
+    of one channel (constant), a part whose prediction is the mosaic itself, size bounds (cost within the tiers, channel and node
     limits, coarsest scale), receptive-field bounds, structures already seen.
     """
     try:
@@ -942,6 +945,8 @@ def prune(prog: Program, space: SpaceConfig, seen: set[str] | None = None) -> st
                 return f"inverse channel shuffles ({a.id}->{n.id})"
         if n.op == "ReLU" and _non_negative(by_id, n.inputs[0], nonneg):
             return f"ReLU of a non-negative input ({n.inputs[0]}->{n.id})"
+        if n.op == "Softmax" and shapes[n.inputs[0]].channels == 1:
+            return f"Softmax of one channel, a constant ({n.inputs[0]}->{n.id})"
     for sink, op, k, part in (("green", "GreenInsert", 1, "g"), ("rgb", "ChromaInsert", 2, "c")):
         if sink in by_id and by_id[sink].op == op:  # (a ResidualChroma output predicts nothing)
             src = by_id[sink].inputs[k]

@@ -74,7 +74,7 @@ def test_residual_chroma_entry_fine_tunes_and_records_provenance(tmp_path):
         residual_chroma_entry("tiny_searched", eps=1e-2, prior=0.5, radius=2, name=info.name, models=reg, trained_dir=tdir, sets=["kodak24"], limit=1, quiet=True)
     # the recorded command rebuilds the same program: eps and prior exactly, the registries as given
     exact = residual_chroma_entry("tiny_searched", eps=1.2345678e-4, prior=1 / 3, models=reg, trainer=fake_trainer, sets=["kodak24"], limit=1, quiet=True)
-    assert "--eps 0.00012345678 --prior 0.3333333333333333 " in exact.provenance["command"] and exact.name == "tiny_searched_rc_e0.000123457_p0.333333"
+    assert "--eps 0.00012345678 --prior 0.3333333333333333 " in exact.provenance["command"] and exact.name == "tiny_searched_rc_e0.00012345678_p0.3333333333333333"
     # command-line errors: one line, exit 2
     assert main(["residual-chroma", "nope", "--models", str(reg)]) == 2
     assert main(["residual-chroma", "tiny_searched", "--radius", "0", "--models", str(reg)]) == 2
@@ -114,3 +114,31 @@ def test_the_search_takes_residual_chroma_programs():
         assert child.node(child.output).op == "ResidualChroma"
         kinds.add(kind)
     assert len(kinds) > 1
+
+
+def test_composition_and_green_swap_keep_the_residual_chroma():
+    # chroma mode composes a pool's green part with a program's chroma part: the op (and a guide node) stays
+    from rawdemosaic.program.graph import Node
+    from rawdemosaic.search import space as S
+
+    rc = with_residual_chroma(residual_net("bayer", width=8, depth=2, chroma_width=6, seed=4), name="rc")
+    other = residual_net("bayer", width=4, depth=1, chroma_width=4, seed=1)
+    both = S.compose(other, rc)
+    assert both.node("rgb").op == "ResidualChroma" and both.node("rgb").inputs == ("mosaic", "green")
+    assert {k for k in both.weights if k.startswith("g_")} == {k for k in other.weights if k.startswith("g_")}
+    guided = Program("guided", rc.cfa, rc.nodes[:-1] + (Node("c_m1", "Conv1x1", ("green",), {"out_channels": 1}), Node("rgb", "ResidualChroma", ("mosaic", "c_m1"))),
+                     "rgb", {**rc.weights, "c_m1.weight": np.ones((1, 1), np.float32), "c_m1.bias": np.zeros(1, np.float32)})
+    assert S.compose(other, guided).node("rgb").inputs == ("mosaic", "c_m1")
+    sp = S.SpaceConfig(cfa="bayer", mode="chroma", min_cost=1.0, green_pool=[other])
+    child, kind = S.mutate(rc, np.random.default_rng(0), sp, kind="green_swap")
+    assert kind == "green_swap" and child.node("rgb").op == "ResidualChroma"
+
+
+def test_a_softmax_of_one_channel_is_pruned():
+    # inserted on the op's one-channel guide it would make the output's green a constant 1
+    from rawdemosaic.program.graph import Node
+    from rawdemosaic.search import space as S
+
+    rc = with_residual_chroma(residual_net("bayer", width=8, depth=2, chroma_width=6, seed=4), name="rc")
+    soft = Program("soft", rc.cfa, rc.nodes[:-1] + (Node("c_m1", "Softmax", ("green",)), Node("rgb", "ResidualChroma", ("mosaic", "c_m1"))), "rgb", rc.weights)
+    assert "Softmax of one channel" in S.prune(soft, S.SpaceConfig(cfa="bayer", mode="joint", min_cost=1.0))
