@@ -1245,10 +1245,10 @@ class ResidualChroma(Op):
         if not isinstance(p["radius"], int) or p["radius"] < 1:
             raise ProgramError(f"ResidualChroma: radius must be an integer >= 1, got {p['radius']!r}")
         # the kernels compute in float32: eps must stay a normal positive float32 and eps * prior finite
-        f32 = np.finfo(np.float32)
-        if not isinstance(p["eps"], (int, float)) or not f32.tiny <= p["eps"] <= f32.max:
-            raise ProgramError(f"ResidualChroma: eps must be a positive float32 ({f32.tiny:.3g} to {f32.max:.3g}), got {p['eps']!r}")
-        if not isinstance(p["prior"], (int, float)) or not abs(p["eps"] * p["prior"]) <= f32.max:
+        tiny, big = float(np.finfo(np.float32).tiny), float(np.finfo(np.float32).max)  # compared as Python floats
+        if not isinstance(p["eps"], (int, float)) or not tiny <= p["eps"] <= big:
+            raise ProgramError(f"ResidualChroma: eps must be a positive float32 ({tiny:.3g} to {big:.3g}), got {p['eps']!r}")
+        if not isinstance(p["prior"], (int, float)) or not abs(p["eps"] * p["prior"]) <= big:
             raise ProgramError(f"ResidualChroma: prior must be a number with eps * prior within float32, got {p['prior']!r}")
         if period != 2:
             raise ProgramError(f"ResidualChroma: needs one sample of each of red and blue per CFA tile (Bayer), not a period-{period} CFA")
