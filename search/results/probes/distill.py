@@ -23,10 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from rawdemosaic.registry import default_models_dir, load_registry
 from rawdemosaic.search.export import measure_quality
 from rawdemosaic.search.train import full_train
-from train_from_scratch import probe_datasets  # the same patches (this directory is the script's sys.path[0])
+from train_from_scratch import probe_datasets, probe_program  # the same patches (this directory is the script's sys.path[0])
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -67,9 +66,7 @@ def main(argv=None) -> dict:
     a = ap.parse_args(argv)
     if not 0.0 <= a.alpha <= 1.0:
         ap.error(f"--alpha must be in [0, 1], got {a.alpha}")
-    dropped = Path(__file__).resolve().parents[1] / "dropped"  # entries the front dropped since (c333 among them)
-    entries = {e.name: e for reg in (dropped, default_models_dir()) for e in load_registry(reg)}
-    prog = entries[a.entry].program()
+    prog = probe_program(a.entry)
     cfa = prog.cfa.value
     cache = Path(a.cache)
     cache.mkdir(parents=True, exist_ok=True)

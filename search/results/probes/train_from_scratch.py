@@ -36,6 +36,13 @@ def probe_datasets(cfa: str, seed: int, stride: int = 1, cache: str | None = Non
     return tr, va
 
 
+def probe_program(name: str):
+    """A registry entry's program, or one the front dropped since (``search/results/dropped``: c333 among them)."""
+    dropped = Path(__file__).resolve().parents[1] / "dropped"
+    entries = {e.name: e for reg in (dropped, default_models_dir()) for e in load_registry(reg)}
+    return entries[name].program()
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("entry", help="registry name")
@@ -46,9 +53,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--out", required=True, help="where to save the trained program (.json)")
     ap.add_argument("--cache", default=None, help="directory for the prepared patch sets")
     a = ap.parse_args(argv)
-    dropped = Path(__file__).resolve().parents[1] / "dropped"  # entries the front dropped since (c333 among them)
-    entries = {e.name: e for reg in (dropped, default_models_dir()) for e in load_registry(reg)}
-    prog = entries[a.entry].program()
+    prog = probe_program(a.entry)
     cfa = prog.cfa.value
     tr, va = probe_datasets(cfa, a.seed, a.stride, a.cache)
     print(f"{a.entry}: {prog.cost():g} ops/pixel, {len(tr.files)} training images", flush=True)
