@@ -10,6 +10,9 @@ Subcommands::
             [--sets kodak24 mcmaster18] [--limit N] [--trained DIR [--train-only]]
     residual-chroma ENTRY [--radius R] [--eps E] [--models DIR] [--into DIR] [--name NAME] [--steps N] [--set KEY=VALUE ...]
             [--sets kodak24 mcmaster18] [--limit N] [--trained DIR [--train-only]]
+    expand  ENTRY --wide NODE=N ... [--models DIR] [--into DIR] [--name NAME] [--steps N] [--set KEY=VALUE ...]
+            [--sets kodak24 mcmaster18] [--limit N] [--trained DIR [--train-only]]
+    fold    ENTRY [--models DIR] [--into DIR] [--name NAME] [--sets kodak24 mcmaster18] [--limit N]
     fit-linear --cfa bayer|xtrans --ops N [N ...] [--radius R] [--domain srgb|gamma2] [--color W] [--seed N] [--name NAME] [--into DIR] [--sets ...] [--limit N]
     report  [--models DIR] [--runs DIR ...] --out front.png
 
@@ -22,6 +25,11 @@ or the installed package's ``models``); entries it does not replace are kept. Po
 settings of the run recorded in its provenance and adds it as a new entry (``<entry>_p<cost>``).
 ``residual-chroma`` replaces a searched Bayer entry's learned chroma by residual interpolation
 (:mod:`.rechroma`), fine-tunes its green through it the same way and adds ``<entry>_rc``.
+``expand`` trains a searched entry over-parameterised (:func:`.fold.expand_linear`: each named convolution
+widened and followed by a pointwise layer back to its width), with the same recipe as ``prune``, and adds
+the result folded back to the entry's cost (``<entry>_w``).
+``fold`` folds a registry entry's chains of affine convolutions into single layers (:mod:`.fold`: the same
+function at a lower counted cost, no training) and adds ``<entry>_f``.
 ``fit-linear`` fits the sparse least-squares linear demosaicker of a given cost on the training split
 (:mod:`.linear`) and adds it (``<cfa>_lsq<taps>``).
 """
@@ -338,6 +346,40 @@ def residual_chroma_entry(entry: str, radius: int = 1, eps: float = 1e-3, prior:
     )
 
 
+def expand_entry(entry: str, wide: dict, models: str | Path | None = None, into: str | Path | None = None, name: str | None = None, steps: int | None = None, sets: Sequence[str] | None = None, limit: int | None = None, overrides: dict | None = None, trainer=None, trained_dir: str | Path | None = None, train_only: bool = False, quiet: bool = False, prune: bool = True):
+    """Fine-tune the searched registry entry ``entry`` over-parameterised: each convolution of ``wide`` widened
+    to that many outputs and followed by a pointwise layer back to its width
+    (:func:`rawdemosaic.search.fold.expand_linear`; the same function to start with). The entry is written
+    folded (:func:`rawdemosaic.search.export.export_entry`), at the parent's cost, as ``<entry>_w``.
+    Training, reuse of ``trained_dir`` and the result are as in :func:`prune_entry`.
+    """
+    from .fold import expand_linear
+
+    return _derive_entry(
+        entry, lambda parent: expand_linear(parent, wide), "expand", f"expanded to {wide}",
+        default_name=lambda derived: f"{entry}_w",
+        description=f"trained over-parameterised ({', '.join(f'{k} {v}' for k, v in wide.items())} wide) and folded back",
+        record=lambda derived: {"expanded": dict(derived.meta["expanded"])}, from_key="expanded_from",
+        command=["--wide", *(f"{k}={v}" for k, v in wide.items())],
+        models=models, into=into, name=name, steps=steps, sets=sets, limit=limit, overrides=overrides, trainer=trainer,
+        trained_dir=trained_dir, train_only=train_only, quiet=quiet, prune=prune,
+    )
+
+
+def _parent_entry(entry: str, models, into, name):
+    """``(where, src, info)`` for a command deriving an entry from ``entry``: the registry options as given
+    (for the recorded command line: a parent may leave the registry later), the registry holding the
+    parent, and the parent's :class:`~rawdemosaic.registry.KernelInfo`."""
+    from ..registry import default_models_dir, load_registry
+
+    where = [*(["--models", str(models)] if models is not None else []), *(["--into", str(into)] if into is not None else []), *(["--name", name] if name else [])]
+    src = Path(models) if models is not None else default_models_dir()
+    infos = {e.name: e for e in load_registry(src)}
+    if entry not in infos:
+        raise ValueError(f"{src}: no registry entry {entry!r}")
+    return where, src, infos[entry]
+
+
 def _derive_entry(entry: str, derive, verb: str, what: str, *, default_name, description: str, record, from_key: str, command: list[str], models, into, name, steps, sets, limit, overrides, trainer, trained_dir, train_only: bool, quiet: bool, prune: bool):
     """A new registry entry from the searched entry ``entry``: ``derive(parent)`` fine-tuned with the settings
     of the run recorded in the parent's provenance (``prune`` and ``residual-chroma``). ``what`` names the
@@ -345,17 +387,10 @@ def _derive_entry(entry: str, derive, verb: str, what: str, *, default_name, des
     name) and ``<from_key>_digest``; ``command`` are the subcommand's own arguments (for the provenance's
     command line)."""
     from ..program.graph import Program
-    from ..registry import default_models_dir, load_registry
     from . import evolve as E
     from . import space as S
 
-    # the directories and name as given, for the recorded command (a parent may leave the registry later)
-    where = [*(["--models", str(models)] if models is not None else []), *(["--into", str(into)] if into is not None else []), *(["--name", name] if name else [])]
-    src = Path(models) if models is not None else default_models_dir()
-    infos = {e.name: e for e in load_registry(src)}
-    if entry not in infos:
-        raise ValueError(f"{src}: no registry entry {entry!r}")
-    info = infos[entry]
+    where, src, info = _parent_entry(entry, models, into, name)
     prov = dict(info.provenance or {})
     if "config" not in prov:
         raise ValueError(f"{entry}: its provenance records no search config (only searched entries are fine-tuned by {verb})")
@@ -412,6 +447,39 @@ def _derive_entry(entry: str, derive, verb: str, what: str, *, default_name, des
     if not quiet:
         print(f"{verb}: {entry} ({parent.cost():g} ops/pixel) -> {written.name}: cost {written.cost:g}, " + ", ".join(f"{k} {v:.2f}" for k, v in written.quality.items()))
     if prune and not limit and written.name in _prune_front(into, quiet, verb):
+        return None
+    return written
+
+
+def fold_entry(entry: str, models: str | Path | None = None, into: str | Path | None = None, name: str | None = None, sets: Sequence[str] | None = None, limit: int | None = None, quiet: bool = False, prune: bool = True):
+    """Fold the chains of affine convolutions of registry entry ``entry`` (:func:`rawdemosaic.search.fold.fold_linear`)
+    and add the result as ``<entry>_f``: the same function at a lower cost, measured again, no training.
+    The provenance is the parent's (run, seed, config, fine-tuning: they made the weights) plus what was folded.
+    Returns the written entry (``None`` when the registry's monotone front dropped it)."""
+    from .export import export_entry
+    from .fold import fold_linear
+
+    where, src, info = _parent_entry(entry, models, into, name)
+    sets = _as_sets(sets if sets is not None else ("kodak24", "mcmaster18"))
+    into = Path(into) if into is not None else src
+    _check_export_args(limit=limit, into=into, sets=sets)
+    parent = info.program()
+    name = name or f"{entry}_f"
+    folded = fold_linear(parent, name=name)
+    prog = type(parent)(name, folded.cfa, folded.nodes, folded.output, folded.weights, {"description": f"{info.description.rstrip('.')}; affine chains folded ({', '.join('+'.join(p) for p in folded.meta['folded'])})"})
+    prog = prog.with_domain(parent.domain)
+    prov = dict(info.provenance or {})
+    run_info = {k: v for k, v in prov.items() if k not in ("source", "digest", "command")}
+    run_info.update({
+        "folded_from": entry, "folded_from_digest": prov.get("digest") or parent.digest(), "folded": folded.meta["folded"],
+        **({"folded_from_command": prov["command"]} if "command" in prov else {}),
+        "command": " ".join(["rawdemosaic search fold", entry, *where]),
+    })
+    q = _limited_quality(prog, sets, int(limit)) if limit else None
+    written = export_entry(prog, run_info, into, sets, quality=q)
+    if not quiet:
+        print(f"fold: {entry} ({parent.cost():g} ops/pixel) -> {written.name}: cost {written.cost:g}, " + ", ".join(f"{k} {v:.2f}" for k, v in written.quality.items()))
+    if prune and not limit and written.name in _prune_front(into, quiet, "fold"):
         return None
     return written
 
@@ -529,6 +597,18 @@ def _parser() -> argparse.ArgumentParser:
     rc.add_argument("--eps", type=float, default=1e-3, help="regularisation: added to the local variance of green (default 1e-3)")
     rc.add_argument("--prior", type=float, default=1.0, help="slope the fit falls back to where green is flat: 1 colour differences (default), 0 plain interpolation")
     _derive_options(rc, "the new entry", "<entry>_rc, then R with --radius R, _e<eps> and _p<prior> when not the defaults")
+    x = sub.add_parser("expand", help="fine-tune a searched entry over-parameterised (wider layers plus pointwise ones) and add it folded back to its cost")
+    x.add_argument("entry", help="registry entry name")
+    x.add_argument("--wide", nargs="+", required=True, metavar="NODE=N", help="outputs each convolution node is widened to while training")
+    _derive_options(x, "the new entry", "<entry>_w")
+    fo = sub.add_parser("fold", help="fold an entry's chains of affine convolutions into single layers (same function, lower cost) and add it to the registry")
+    fo.add_argument("entry", help="registry entry name")
+    fo.add_argument("--models", default=None, help="registry holding the entry (default: the runtime's)")
+    fo.add_argument("--into", default=None, help="registry to add the folded entry to (default: --models)")
+    fo.add_argument("--name", default=None, help="name of the new entry (default: <entry>_f)")
+    fo.add_argument("--sets", nargs="+", default=None)
+    fo.add_argument("--limit", type=int, default=None, help="measure on the first N images of each set only")
+    fo.add_argument("--quiet", action="store_true")
     f = sub.add_parser("fit-linear", help="fit the sparse least-squares linear demosaicker of a given cost and add it to the registry")
     f.add_argument("--cfa", required=True, choices=["bayer", "xtrans"])
     f.add_argument("--ops", type=float, nargs="+", required=True, help="multiply-adds per pixel (taps per tile / tile pixels); several: one entry each, from one pass over the corpus")
@@ -572,16 +652,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"trained finalists in {args.trained}")
             else:
                 print(f"{len(written)} entr{'y' if len(written) == 1 else 'ies'} written")
-        elif args.cmd == "prune":
+        elif args.cmd in ("prune", "expand"):
             if args.train_only and not args.trained:
                 raise ValueError("--train-only needs --trained DIR (where the fine-tuned program goes)")
+            flag = "--keep" if args.cmd == "prune" else "--wide"
             keep = {}
-            for it in args.keep:
+            for it in (args.keep if args.cmd == "prune" else args.wide):
                 k, sep, v = it.partition("=")
                 if not sep or not v.strip().isdigit():
-                    raise ValueError(f"--keep {it!r}: expected NODE=CHANNELS")
+                    raise ValueError(f"{flag} {it!r}: expected NODE=CHANNELS")
                 keep[k.strip()] = int(v)
-            info = prune_entry(args.entry, keep, models=args.models, into=args.into, name=args.name, steps=args.steps, sets=args.sets, limit=args.limit,
+            info = (prune_entry if args.cmd == "prune" else expand_entry)(args.entry, keep, models=args.models, into=args.into, name=args.name, steps=args.steps, sets=args.sets, limit=args.limit,
                                overrides=parse_overrides(args.overrides), trained_dir=args.trained, train_only=args.train_only, quiet=args.quiet)
             if args.train_only:
                 print(f"fine-tuned program in {args.trained}")
@@ -597,6 +678,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.train_only:
                 print(f"fine-tuned program in {args.trained}")
             elif info is None:
+                print("no entry written (dominated by a cheaper entry)")
+        elif args.cmd == "fold":
+            info = fold_entry(args.entry, models=args.models, into=args.into, name=args.name, sets=args.sets, limit=args.limit, quiet=args.quiet)
+            if info is None:
                 print("no entry written (dominated by a cheaper entry)")
         elif args.cmd == "fit-linear":
             from .linear import training_equations

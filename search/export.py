@@ -82,9 +82,17 @@ def export_entry(
     """Measure ``program`` and add it to the registry in ``into_dir`` (replacing only an entry of the same name).
 
     ``run_info`` goes into the entry's provenance (run dir, seed, config, generation, ...). ``quality``, if
-    given, skips the measurement.
+    given, skips the measurement. The program is written as deployed: chains of affine convolutions folded
+    (:func:`rawdemosaic.search.fold.deployed`; the same function, so ``quality`` still holds), the folded
+    pairs recorded in the provenance as ``"folded"``.
     """
+    from .fold import deployed
+
     program.shapes()
+    folded = deployed(program)
+    if folded is not program:
+        program = Program(program.name, folded.cfa, folded.nodes, folded.output, folded.weights, program.meta, folded.ensemble)
+        run_info = {**run_info, "folded": folded.meta["folded"]}
     q = dict(quality) if quality is not None else measure_quality(
         program, sets, images=images, val_images=val_images, image_dirs=image_dirs, validation=validation
     )

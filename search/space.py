@@ -126,6 +126,10 @@ class SpaceConfig:
         return PAPER_OPS + (EXTRA_OPS if self.extra_ops else ())
 
     def cost(self, program: Program) -> float:
+        """The cost ranked by: that of the program as deployed, its affine chains folded (:mod:`.fold`)."""
+        from .fold import deployed
+
+        program = deployed(program)
         return part_cost(program, "g") if self.mode == "green" else program.cost()
 
     def mutable_parts(self) -> tuple[str, ...]:
