@@ -39,6 +39,7 @@ import numpy as np
 from ..cfa import CFA
 from ..program.graph import Program
 from . import space as S
+from .fold import deployed
 
 __all__ = [
     "DEFAULTS",
@@ -225,7 +226,7 @@ class Candidate:
             "id": self.id,
             "psnr": _num(self.psnr),
             "cost": self.cost,
-            "total_cost": round(self.program.cost(), 4),
+            "total_cost": round(deployed(self.program).cost(), 4),  # as exported: affine chains folded
             "gen": self.gen,
             "phase": self.phase,
             "parent": self.parent,

@@ -18,9 +18,9 @@ CVPR 2021.
 
 from __future__ import annotations
 
-import numpy as np
-
 from typing import Mapping
+
+import numpy as np
 
 from rawdemosaic.errors import ProgramError
 from rawdemosaic.program.graph import Node, Program
