@@ -315,10 +315,11 @@ def prune_entry(entry: str, keep: dict, models: str | Path | None = None, into: 
     (``None`` with ``train_only``, or when the registry's pruning to a monotone front dropped it).
     """
     from .channels import prune_channels
+    from .fold import deployed
 
     return _derive_entry(
         entry, lambda parent: prune_channels(parent, keep), "prune", f"pruned to {keep}",
-        default_name=lambda derived: f"{entry}_p{int(round(derived.cost()))}",
+        default_name=lambda derived: f"{entry}_p{int(round(deployed(derived).cost()))}",  # the cost as written: folded
         description=f"channels pruned ({', '.join(f'{k} {v}' for k, v in keep.items())}) and fine-tuned",
         record=lambda derived: {"keep": dict(keep), "kept_channels": derived.meta["pruned"]}, from_key="pruned_from",
         command=["--keep", *(f"{k}={v}" for k, v in keep.items())],
@@ -430,7 +431,7 @@ def _derive_entry(entry: str, derive, verb: str, what: str, *, default_name, des
     from .export import export_entry
 
     ft = prog.meta.get("full_train", {})
-    prog = Program(name, prog.cfa, prog.nodes, prog.output, prog.weights, {"description": f"{info.description.rstrip('.')}; {description}"})
+    prog = Program(name, prog.cfa, prog.nodes, prog.output, prog.weights, {"description": f"{info.description.rstrip('.')}; {description}"}, prog.ensemble)
     prog = prog.with_domain(parent.domain)
     run_info = {k: v for k, v in prov.items() if k not in ("source", "digest", "export_overrides", "full_train_device", "full_train_val_psnr", "full_train_steps", "search_val_psnr")}
     run_info.update({from_key: entry, f"{from_key}_digest": prov.get("digest") or parent.digest(), **record(derived)})
@@ -466,7 +467,7 @@ def fold_entry(entry: str, models: str | Path | None = None, into: str | Path | 
     parent = info.program()
     name = name or f"{entry}_f"
     folded = fold_linear(parent, name=name)
-    prog = type(parent)(name, folded.cfa, folded.nodes, folded.output, folded.weights, {"description": f"{info.description.rstrip('.')}; affine chains folded ({', '.join('+'.join(p) for p in folded.meta['folded'])})"})
+    prog = type(parent)(name, folded.cfa, folded.nodes, folded.output, folded.weights, {"description": f"{info.description.rstrip('.')}; affine chains folded ({', '.join('+'.join(p) for p in folded.meta['folded'])})"}, folded.ensemble)
     prog = prog.with_domain(parent.domain)
     prov = dict(info.provenance or {})
     run_info = {k: v for k, v in prov.items() if k not in ("source", "digest", "command")}
