@@ -543,18 +543,23 @@ class FullTrainer:
         return Program(p.name, p.cfa, p.nodes, p.output, p.weights, {**p.meta, "full_train": info}), float(res.val_psnr)
 
 
-def _derive_options(ap: argparse.ArgumentParser, what: str, default_name: str) -> None:
-    """The options of the subcommands that derive an entry from a searched one and fine-tune it."""
+def _entry_options(ap: argparse.ArgumentParser, what: str, default_name: str) -> None:
+    """The options of the subcommands that add an entry derived from another one (``fold`` and those below)."""
     ap.add_argument("--models", default=None, help="registry holding the entry (default: the runtime's)")
     ap.add_argument("--into", default=None, help=f"registry to add {what} to (default: --models)")
     ap.add_argument("--name", default=None, help=f"name of the new entry (default: {default_name})")
-    ap.add_argument("--steps", type=int, default=None, help="fine-tuning steps (default: the run config's [export] steps)")
-    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a key of the run config's [export] table (lr, batch, count, ...)")
     ap.add_argument("--sets", nargs="+", default=None)
     ap.add_argument("--limit", type=int, default=None, help="measure on the first N images of each set only")
+    ap.add_argument("--quiet", action="store_true")
+
+
+def _derive_options(ap: argparse.ArgumentParser, what: str, default_name: str) -> None:
+    """The options of the subcommands that derive an entry from a searched one and fine-tune it."""
+    _entry_options(ap, what, default_name)
+    ap.add_argument("--steps", type=int, default=None, help="fine-tuning steps (default: the run config's [export] steps)")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a key of the run config's [export] table (lr, batch, count, ...)")
     ap.add_argument("--trained", default=None, metavar="DIR", help="save the fine-tuned program here, and reuse it when present")
     ap.add_argument("--train-only", action="store_true", help="stop after fine-tuning (needs --trained)")
-    ap.add_argument("--quiet", action="store_true")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -604,12 +609,7 @@ def _parser() -> argparse.ArgumentParser:
     _derive_options(x, "the new entry", "<entry>_w")
     fo = sub.add_parser("fold", help="fold an entry's chains of affine convolutions into single layers (same function, lower cost) and add it to the registry")
     fo.add_argument("entry", help="registry entry name")
-    fo.add_argument("--models", default=None, help="registry holding the entry (default: the runtime's)")
-    fo.add_argument("--into", default=None, help="registry to add the folded entry to (default: --models)")
-    fo.add_argument("--name", default=None, help="name of the new entry (default: <entry>_f)")
-    fo.add_argument("--sets", nargs="+", default=None)
-    fo.add_argument("--limit", type=int, default=None, help="measure on the first N images of each set only")
-    fo.add_argument("--quiet", action="store_true")
+    _entry_options(fo, "the folded entry", "<entry>_f")
     f = sub.add_parser("fit-linear", help="fit the sparse least-squares linear demosaicker of a given cost and add it to the registry")
     f.add_argument("--cfa", required=True, choices=["bayer", "xtrans"])
     f.add_argument("--ops", type=float, nargs="+", required=True, help="multiply-adds per pixel (taps per tile / tile pixels); several: one entry each, from one pass over the corpus")

@@ -95,12 +95,23 @@ def foldable_pairs(program: Program) -> list[tuple[str, str]]:
     return pairs
 
 
+def _live_only(program: Program) -> Program:
+    """``program`` without its dead nodes (and their weights): a dead node may read a node that folding
+    removes, and the folded program is what runs, so they go."""
+    live = {n.id for n in program.live_nodes()}
+    if len(live) == len(program.nodes):
+        return program
+    nodes = tuple(n for n in program.nodes if n.id in live)
+    weights = {k: v for k, v in program.weights.items() if k.split(".", 1)[0] in live}
+    return Program(program.name, program.cfa, nodes, program.output, weights, program.meta, program.ensemble)
+
+
 def fold_linear(program: Program, name: str | None = None) -> Program:
     """``program`` with every foldable chain of affine convolutions folded into one convolution.
 
     A pair is folded only where the folded layer counts fewer operations than the two did (a depthwise
     layer followed by a dense pointwise one stays factorised). The folded node keeps the second node's id,
-    so its readers are unchanged; ``meta["folded"]`` lists the pairs as ``[a, b]``. A self-ensemble keeps
+    so its readers are unchanged; ``meta["folded"]`` lists the pairs as ``[a, b]``. Dead nodes are dropped. A self-ensemble keeps
     averaging the folded graph. Raises
     :class:`~rawdemosaic.errors.ProgramError` when nothing folds.
 
@@ -110,7 +121,7 @@ def fold_linear(program: Program, name: str | None = None) -> Program:
     >>> f.cost()  # the 4 -> 24 3x3 convolution and the 24 -> 24 pointwise one are one layer  # doctest: +SKIP
     376.0
     """
-    prog, folded = program, []
+    prog, folded = _live_only(program), []
     while True:
         costs = prog.node_costs()
         for a_id, b_id in foldable_pairs(prog):
@@ -152,8 +163,10 @@ def expand_linear(program: Program, widths: Mapping[str, int], seed: int = 0, na
     layer's first outputs are the node's, the rest random, and the pointwise layer passes the first ones
     through. Trained, then folded (:func:`deployed`), it costs what ``program`` costs.
 
-    Raises :class:`~rawdemosaic.errors.ProgramError` for a node that is not an ungrouped affine convolution or
-    a width below its own.
+    Raises :class:`~rawdemosaic.errors.ProgramError` for a node that is not an ungrouped affine convolution,
+    one with pruned (zero) weights (the trained wide layer would fold back dense, at a higher cost) or a width
+    below its own. Training keeps the expansion's zeros free under ``keep_zeros``
+    (:func:`rawdemosaic.search.train.train`): they are its initialisation, not pruning.
     """
     rng = np.random.default_rng(seed)
     nodes, weights = list(program.nodes), dict(program.weights)
@@ -164,6 +177,8 @@ def expand_linear(program: Program, widths: Mapping[str, int], seed: int = 0, na
             raise ProgramError(f"{program.name}: node {nid!r} is not an ungrouped convolution ({', '.join(_AFFINE)}); only those are expanded")
         w = np.asarray(weights[f"{nid}.weight"], np.float64)
         c = w.shape[0]
+        if not np.all(w):
+            raise ProgramError(f"{program.name}: node {nid!r} has pruned (zero) weights; expanded and folded back it would be dense, at a higher cost")
         if int(width) < c:
             raise ProgramError(f"{program.name}: node {nid!r} has {c} outputs; cannot expand it to {width}")
         extra = rng.standard_normal((int(width) - c, *w.shape[1:])) * np.sqrt(1.0 / max(1, int(np.prod(w.shape[1:]))))

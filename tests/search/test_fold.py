@@ -172,6 +172,22 @@ def test_expansion_refusals_name_the_node():
         expand_linear(prog, {"g_r0": 16})
     with pytest.raises(ProgramError, match="no node"):
         expand_linear(prog, {"nope": 16})
+    sparse = dict(prog.weights)
+    sparse["g_c0.weight"] = np.where(np.arange(sparse["g_c0.weight"].size).reshape(sparse["g_c0.weight"].shape) % 2, sparse["g_c0.weight"], 0).astype(np.float32)
+    with pytest.raises(ProgramError, match="'g_c0' has pruned"):
+        expand_linear(Program(prog.name, prog.cfa, prog.nodes, prog.output, sparse, prog.meta), {"g_c0": 16})
+
+
+def test_dead_nodes_reading_a_folded_node_are_dropped():
+    # g_dead reads g_c, which folding removes; nothing reads g_dead, so the folded program drops it
+    chain = _green({"out_channels": 8}, ("g_m", {"out_channels": 8}))
+    chain.insert(2, Node("g_dead", "ReLU", ("g_c",)))
+    prog = _prog("bayer", chain)
+    assert "g_dead" in {n.id for n in prog.nodes} - {n.id for n in prog.live_nodes()}
+    folded = fold_linear(prog)
+    assert folded.meta["folded"] == [["g_c", "g_m"]] and "g_dead" not in {n.id for n in folded.nodes}
+    assert deployed(prog).cost() == folded.cost() < prog.cost()
+    _same(prog, folded, "bayer")
 
 
 def test_expand_entry_trains_wide_and_writes_the_entry_folded(tmp_path):

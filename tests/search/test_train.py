@@ -67,6 +67,26 @@ def test_keep_zeros_retrains_a_sparse_kernel_at_its_cost(tiny_sets):
     assert kept.program.cost() == prog.cost() < dense.program.cost()
 
 
+def test_keep_zeros_leaves_a_linear_expansion_free_to_train(tiny_sets):
+    """The pointwise layer of :func:`expand_linear` starts as a selection (zeros past the node's width): under
+    ``keep_zeros`` those zeros are initialisation, not pruning, so they train; the rest keeps its zeros."""
+    from rawdemosaic.search.fold import deployed, expand_linear
+    from rawdemosaic.search.space import residual_net
+
+    tr, va = tiny_sets
+    prog = residual_net("bayer", width=4, depth=1, chroma_width=4, seed=0)
+    pruned = dict(prog.weights)
+    pruned["c_c0.weight"] = pruned["c_c0.weight"].copy()
+    pruned["c_c0.weight"].flat[::3] = 0.0  # a sparse node elsewhere keeps its zeros
+    prog = type(prog)(prog.name, prog.cfa, prog.nodes, prog.output, pruned, prog.meta)
+    wide = expand_linear(prog, {"g_c0": 8}, seed=1)
+    out = train(wide, tr, va, steps=20, lr=1e-2, batch=8, inits=1, select_after=20, init="program", keep_zeros=True).program
+    back = wide.weights["g_c0.weight"]
+    assert (back[:, 4:] == 0).all() and (out.weights["g_c0.weight"][:, 4:] != 0).all()
+    assert ((out.weights["c_c0.weight"] != 0) == (pruned["c_c0.weight"] != 0)).all()
+    assert deployed(out).cost() == prog.cost()
+
+
 def test_evaluate_program_through_halide(tiny_data):
     imgs = load_split("val", DIRS)
     bil = evaluate_program(bayer_bilinear(), imgs, linear=False)
