@@ -211,7 +211,7 @@ def export_run(run_dir: str | Path, into: str | Path | None = None, top: int | N
             p = r["program"]
             r["full_train"] = {"val_psnr": r["psnr"], **p.meta.get("full_train", {}), "overrides": overrides}
             if tdir is not None:
-                Program(p.name, p.cfa, p.nodes, p.output, p.weights, {**p.meta, "full_train": r["full_train"]}).save(tdir / f"c{r['id']}.json")
+                Program(p.name, p.cfa, p.nodes, p.output, p.weights, {**p.meta, "full_train": r["full_train"]}, p.ensemble).save(tdir / f"c{r['id']}.json")
         results[r["id"]] = r
 
     if executor is None:
@@ -423,7 +423,7 @@ def _derive_entry(entry: str, derive, verb: str, what: str, *, default_name, des
         prog, psnr = trainer(derived, seed * 1_000_003 + 900_000, None)
         if not math.isfinite(psnr):
             raise ValueError(f"{entry}: fine-tuning {what} diverged")
-        prog = Program(prog.name, prog.cfa, prog.nodes, prog.output, prog.weights, {**derived.meta, **prog.meta, "full_train": {"val_psnr": psnr, "steps": tcfg["steps"], **prog.meta.get("full_train", {}), "overrides": overrides}})
+        prog = Program(prog.name, prog.cfa, prog.nodes, prog.output, prog.weights, {**derived.meta, **prog.meta, "full_train": {"val_psnr": psnr, "steps": tcfg["steps"], **prog.meta.get("full_train", {}), "overrides": overrides}}, derived.ensemble)
         if tfile is not None:
             prog.save(tfile)
     if train_only:
@@ -540,7 +540,7 @@ class FullTrainer:
         info = {"val_psnr": float(res.val_psnr), "steps": self.steps, "seconds": round(res.seconds, 1), "device": str(default_device(device))}
         print(f"full training of {program.name}: {self.steps} steps in {res.seconds:.0f} s on {info['device']}, validation {res.val_psnr:.2f} dB", file=sys.stderr, flush=True)
         p = res.program
-        return Program(p.name, p.cfa, p.nodes, p.output, p.weights, {**p.meta, "full_train": info}), float(res.val_psnr)
+        return Program(p.name, p.cfa, p.nodes, p.output, p.weights, {**p.meta, "full_train": info}, program.ensemble), float(res.val_psnr)
 
 
 def _entry_options(ap: argparse.ArgumentParser, what: str, default_name: str) -> None:

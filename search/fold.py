@@ -192,6 +192,6 @@ def expand_linear(program: Program, widths: Mapping[str, int], seed: int = 0, na
             b = weights.pop(f"{nid}.bias")
             weights[f"{wide.id}.bias"] = np.concatenate([b, np.full(int(width) - c, 1e-3)]).astype(np.float32)
         weights[f"{nid}.weight"] = np.eye(c, int(width), dtype=np.float32)
-    out = Program(name or program.name, program.cfa, tuple(nodes), program.output, weights, {**program.meta, "expanded": {k: int(v) for k, v in widths.items()}}, program.ensemble)
+    out = Program(name or program.name, program.cfa, tuple(nodes), program.output, weights, {**program.meta, "expanded": {**program.meta.get("expanded", {}), **{k: int(v) for k, v in widths.items()}}}, program.ensemble)
     out.shapes()
     return out

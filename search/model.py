@@ -146,13 +146,14 @@ class ProgramModule(nn.Module):
 
 
 def to_program(module: ProgramModule, name: str | None = None, meta: Mapping | None = None) -> Program:
-    """A copy of ``module.program`` carrying the module's (trained) weights."""
+    """A copy of ``module.program`` carrying the module's (trained) weights (a self-ensemble stays one: the
+    module trains the graph it averages)."""
     prog = module.program
     weights = {k: np.array(v, np.float32, copy=True) for k, v in prog.weights.items()}
     for nid, names in module._wkeys.items():
         for wname, pk in names.items():
             weights[f"{nid}.{wname}"] = module.weights[pk].detach().cpu().numpy().astype(np.float32).copy()
-    out = Program(name or prog.name, prog.cfa, prog.nodes, prog.output, weights, dict(meta if meta is not None else prog.meta))
+    out = Program(name or prog.name, prog.cfa, prog.nodes, prog.output, weights, dict(meta if meta is not None else prog.meta), prog.ensemble)
     out.shapes()
     return out
 

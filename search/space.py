@@ -984,4 +984,4 @@ def rename_nodes(prog: Program, mapping: Callable[[str], str]) -> Program:
     m = {n.id: (n.id if n.id in FIXED else mapping(n.id)) for n in prog.nodes}
     nodes = tuple(Node(m[n.id], n.op, tuple(m[i] for i in n.inputs), dict(n.params)) for n in prog.nodes)
     w = {m[k.split(".", 1)[0]] + "." + k.split(".", 1)[1]: v for k, v in prog.weights.items()}
-    return Program(prog.name, prog.cfa, nodes, m[prog.output], w, dict(prog.meta))
+    return Program(prog.name, prog.cfa, nodes, m[prog.output], w, dict(prog.meta), prog.ensemble)

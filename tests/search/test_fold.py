@@ -150,6 +150,7 @@ def test_an_expanded_program_computes_the_same_and_folds_back_to_its_cost(cfa):
     prog = residual_net(cfa, width=8, depth=2, chroma_width=6, seed=5)
     wide = expand_linear(prog, {"g_c0": 20, "c_c0": 12}, seed=1)
     assert wide.meta["expanded"] == {"g_c0": 20, "c_c0": 12} and wide.cost() > prog.cost()
+    assert expand_linear(expand_linear(prog, {"g_c0": 20}), {"c_c0": 12}).meta["expanded"] == {"g_c0": 20, "c_c0": 12}  # expansions add up
     assert wide.node("g_c0").op == "Conv1x1" and wide.node("g_c0").inputs == ("g_c0_wide",) and wide.shapes()["g_c0_wide"].channels == 20
     _same(prog, wide, cfa)
     back = deployed(wide)

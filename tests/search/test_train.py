@@ -87,6 +87,19 @@ def test_keep_zeros_leaves_a_linear_expansion_free_to_train(tiny_sets):
     assert deployed(out).cost() == prog.cost()
 
 
+def test_training_keeps_a_self_ensemble(tiny_data, tiny_sets):
+    """Training fits the graph an ensemble averages; the trained program (and what the export and derive
+    commands write) still averages it."""
+    from rawdemosaic.search.cli import FullTrainer
+    from rawdemosaic.search.evolve import DEFAULTS
+
+    tr, va = tiny_sets
+    ens = _linear().with_ensemble(2)
+    assert full_train(ens, tr, va, steps=5, lr=1e-3, batch=8).program.ensemble == 2
+    base = {**DEFAULTS["train"], "data": list(DIRS), "patch": 16, "count": 32, "val_count": 16, "steps": 5, "batch": 8, "inits": 1, "lr": 1e-3}
+    assert FullTrainer(base, "bayer", 0)(ens, 3, None)[0].ensemble == 2
+
+
 def test_evaluate_program_through_halide(tiny_data):
     imgs = load_split("val", DIRS)
     bil = evaluate_program(bayer_bilinear(), imgs, linear=False)
