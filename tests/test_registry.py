@@ -64,6 +64,7 @@ def test_models_directory_override(tmp_path, monkeypatch):
 
 
 BUILTIN = kernels(plugins=False)
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_builtin_registry_covers_both_families():
@@ -80,6 +81,30 @@ def test_recorded_quality_is_reproducible(entry, shared_data):
     if "kodak24_linear" in entry.quality:  # linear light in and out, as the converter runs the kernel
         k_lin = Kernel(entry.program(), quiet=True, linear_io=True)
         assert evaluate(k_lin, imgs, entry.cfa.value, linear=True) == pytest.approx(entry.quality["kodak24_linear"], abs=0.02)
+
+
+@pytest.mark.parametrize("entry", [e for e in BUILTIN if (e.provenance or {}).get("digest")], ids=lambda e: e.name)
+def test_learned_entries_record_where_they_come_from(entry):
+    """Every trained or fitted entry names its origin: the program digest it was written with, how it was
+    made (a search run with its seed and config, and the command of a derived one; or the fit's command),
+    and a searched entry's run directory is committed (its config, run record, last population and front, not
+    its checkpoints)."""
+    import tomllib
+
+    prov = entry.provenance
+    assert prov["digest"] == entry.program().digest()
+    if "config" in prov:  # searched, or derived from a searched entry
+        cfg = tomllib.loads(prov["config"])
+        assert "search" in cfg and "export" in cfg
+        assert "seed" in prov or "seed" in cfg["search"]
+        run = ROOT / prov["run"]
+        # what `rawdemosaic search export` and `resume` read: the config, the run record and the last population
+        assert all((run / f).is_file() for f in ("config.toml", "run.json", "state.json", "front.log")), run
+        derived = [k for k in ("pruned_from", "residual_chroma_from", "expanded_from", "folded_from", "ensemble_of") if k in prov]
+        if derived and "ensemble_of" not in derived:
+            assert prov["command"].startswith("rawdemosaic search ")
+    else:  # a least-squares fit: its command and corpus
+        assert prov["command"].startswith("rawdemosaic search fit-linear") and prov["corpus"]
 
 
 def test_front_is_monotone():
