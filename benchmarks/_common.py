@@ -70,9 +70,15 @@ def _version(mod: str) -> Optional[str]:
 
 
 def git_commit() -> Optional[str]:
+    """The checkout's commit, ``-dirty`` appended when tracked files differ from it (the figures would not
+    reproduce at that commit alone)."""
     try:
         r = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10)
-        return r.stdout.strip() or None
+        head = r.stdout.strip()
+        if not head:
+            return None
+        st = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, timeout=30)
+        return head + ("-dirty" if st.stdout.strip() else "")
     except Exception:  # noqa: BLE001
         return None
 

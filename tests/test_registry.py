@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -83,26 +84,33 @@ def test_recorded_quality_is_reproducible(entry, shared_data):
         assert evaluate(k_lin, imgs, entry.cfa.value, linear=True) == pytest.approx(entry.quality["kodak24_linear"], abs=0.02)
 
 
-@pytest.mark.parametrize("entry", [e for e in BUILTIN if (e.provenance or {}).get("digest")], ids=lambda e: e.name)
+@pytest.mark.parametrize("entry", [e for e in BUILTIN if "builder" not in (e.provenance or {})], ids=lambda e: e.name)
 def test_learned_entries_record_where_they_come_from(entry):
     """Every trained or fitted entry names its origin: the program digest it was written with, how it was
     made (a search run with its seed and config, and the command of a derived one; or the fit's command),
-    and a searched entry's run directory is committed (its config, run record, last population and front, not
-    its checkpoints)."""
+    and a searched entry's run directory is committed (its config, run record, last population and front);
+    a derived one's command is the subcommand that made it, with the steps it was fine-tuned for."""
     import tomllib
 
-    prov = entry.provenance
-    assert prov["digest"] == entry.program().digest()
+    prov = entry.provenance or {}
+    assert prov.get("digest") == entry.program().digest()
     if "config" in prov:  # searched, or derived from a searched entry
         cfg = tomllib.loads(prov["config"])
         assert "search" in cfg and "export" in cfg
         assert "seed" in prov or "seed" in cfg["search"]
-        run = ROOT / prov["run"]
         # what `rawdemosaic search export` and `resume` read: the config, the run record and the last population
-        assert all((run / f).is_file() for f in ("config.toml", "run.json", "state.json", "front.log")), run
-        derived = [k for k in ("pruned_from", "residual_chroma_from", "expanded_from", "folded_from", "ensemble_of") if k in prov]
-        if derived and "ensemble_of" not in derived:
-            assert prov["command"].startswith("rawdemosaic search ")
+        needed = [f"{prov['run']}/{f}" for f in ("config.toml", "run.json", "state.json", "front.log")]
+        assert all((ROOT / f).is_file() for f in needed), prov["run"]
+        if (ROOT / ".git").exists():  # committed, not merely present here
+            tracked = subprocess.run(["git", "-C", str(ROOT), "ls-files", "--", *needed], capture_output=True, text=True).stdout.split()
+            assert sorted(tracked) == sorted(needed)
+        # a derived entry: the subcommand that made it, with the fine-tuning it records
+        verbs = {"pruned_from": "prune", "residual_chroma_from": "residual-chroma", "expanded_from": "expand", "folded_from": "fold"}
+        made = [v for k, v in verbs.items() if k in prov]
+        if made:
+            assert prov["command"].split()[:3] in (["rawdemosaic", "search", v] for v in made)
+            if "finetune" in prov:
+                assert f"--steps {prov['finetune']['steps']}" in prov["command"]
     else:  # a least-squares fit: its command and corpus
         assert prov["command"].startswith("rawdemosaic search fit-linear") and prov["corpus"]
 
