@@ -23,6 +23,7 @@ order, so a resumed run reproduces an uninterrupted one.
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import math
 import os
@@ -221,12 +222,18 @@ class Candidate:
     psnr_fresh: float | None = None  # A/B: the same child trained from scratch
     seconds: float = 0.0
 
+    @functools.cached_property
+    def total_cost(self) -> float:
+        """The whole program's cost as exported (affine chains folded), computed once: ``info`` is written
+        for every member at every save, and a candidate's program does not change."""
+        return round(deployed(self.program).cost(), 4)
+
     def info(self) -> dict:
         return {
             "id": self.id,
             "psnr": _num(self.psnr),
             "cost": self.cost,
-            "total_cost": round(deployed(self.program).cost(), 4),  # as exported: affine chains folded
+            "total_cost": self.total_cost,
             "gen": self.gen,
             "phase": self.phase,
             "parent": self.parent,

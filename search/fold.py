@@ -95,17 +95,6 @@ def foldable_pairs(program: Program) -> list[tuple[str, str]]:
     return pairs
 
 
-def _live_only(program: Program) -> Program:
-    """``program`` without its dead nodes (and their weights): a dead node may read a node that folding
-    removes, and the folded program is what runs, so they go."""
-    live = {n.id for n in program.live_nodes()}
-    if len(live) == len(program.nodes):
-        return program
-    nodes = tuple(n for n in program.nodes if n.id in live)
-    weights = {k: v for k, v in program.weights.items() if k.split(".", 1)[0] in live}
-    return Program(program.name, program.cfa, nodes, program.output, weights, program.meta, program.ensemble)
-
-
 def fold_linear(program: Program, name: str | None = None) -> Program:
     """``program`` with every foldable chain of affine convolutions folded into one convolution.
 
@@ -121,7 +110,8 @@ def fold_linear(program: Program, name: str | None = None) -> Program:
     >>> f.cost()  # the 4 -> 24 3x3 convolution and the 24 -> 24 pointwise one are one layer  # doctest: +SKIP
     376.0
     """
-    prog, folded = _live_only(program), []
+    # dead nodes go first: one may read a node that folding removes, and the folded program is what runs
+    prog, folded = program.live_only(), []
     while True:
         costs = prog.node_costs()
         for a_id, b_id in foldable_pairs(prog):

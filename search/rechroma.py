@@ -37,10 +37,10 @@ def with_residual_chroma(program: Program, radius: int = 1, eps: float = 1e-3, p
     params = {"radius": int(radius), "eps": float(eps), "prior": float(prior)}
     rc = Node(out.id, "ResidualChroma", (mosaic, green), params)
     swapped = Program(program.name, program.cfa, tuple(rc if n.id == out.id else n for n in program.nodes), program.output, program.weights, program.meta)
-    live = {n.id for n in swapped.live_nodes()}
-    nodes = tuple(n for n in swapped.nodes if n.id in live)
-    weights = {k: v for k, v in program.weights.items() if k.split(".", 1)[0] in live and k.split(".", 1)[0] != out.id}
+    kept = swapped.live_only()
+    live = {n.id for n in kept.nodes}
+    weights = {k: v for k, v in kept.weights.items() if k.split(".", 1)[0] != out.id}  # the op has none
     meta = {**program.meta, "residual_chroma": {**params, "replaced": sorted(n.id for n in program.nodes if n.id not in live)}}
-    out = Program(name or program.name, program.cfa, nodes, program.output, weights, meta)
+    out = Program(name or program.name, program.cfa, kept.nodes, program.output, weights, meta)
     out.shapes()  # validates: the op serves Bayer only
     return out

@@ -116,10 +116,9 @@ def _freeze_zeros(module: ProgramModule) -> None:
     """Mask the gradient of every zero weight, so Adam never moves it (its moments stay zero). The zeros of
     a linear expansion (:func:`rawdemosaic.search.fold.expand_linear`: its pointwise layer starts as a
     selection) are its initialisation, not pruning, and stay free."""
-    expanded = set(module.program.meta.get("expanded", {}))
-    free = {pk for nid in expanded for pk in module._wkeys.get(nid, {}).values()}
-    for pk, p in module.weights.items():
-        if pk in free:
+    free = {id(p) for nid in module.program.meta.get("expanded", {}) for p in module.node_weights(nid).values()}
+    for p in module.weights.values():
+        if id(p) in free:
             continue
         mask = p.detach() != 0
         if not bool(mask.all()):

@@ -155,6 +155,15 @@ class Program:
                 need.update(n.inputs)
         return [n for n in self.nodes if n.id in need]
 
+    def live_only(self) -> "Program":
+        """A copy without the nodes the output does not depend on, nor their weights (``self`` when all are live)."""
+        live = {n.id for n in self.live_nodes()}
+        if len(live) == len(self.nodes):
+            return self
+        nodes = tuple(n for n in self.nodes if n.id in live)
+        weights = {k: v for k, v in self.weights.items() if k.split(".", 1)[0] in live}
+        return Program(self.name, self.cfa, nodes, self.output, weights, self.meta, self.ensemble)
+
     # --- cost -----------------------------------------------------------------------------------
     def node_costs(self) -> dict[str, float]:
         """Operations per full-resolution output pixel, per live node."""

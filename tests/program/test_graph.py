@@ -80,4 +80,7 @@ def test_live_nodes_and_receptive_radius():
     prog2 = Program("p", CFA.BAYER, prog.nodes[:2] + (dead,) + prog.nodes[2:], prog.output, prog.weights)
     assert "unused" not in {n.id for n in prog2.live_nodes()}
     assert prog2.cost() == pytest.approx(prog.cost())
+    live = prog2.live_only()  # the dead node and its weights go; a program with none is returned as it is
+    assert [n.id for n in live.nodes] == [n.id for n in prog.nodes] and live.weights.keys() == prog.weights.keys()
+    assert prog.live_only() is prog
     assert prog.receptive_radius() >= 2  # one packed 3x3 tap reaches 2+ full-res pixels
