@@ -46,7 +46,7 @@ from typing import Sequence
 from ..errors import RawDemosaicError
 from .linear import DOMAINS as _FIT_DOMAINS
 
-__all__ = ["main", "config_path", "export_run", "prune_entry", "residual_chroma_entry", "fit_linear_entry", "parse_overrides"]
+__all__ = ["main", "config_path", "export_run", "prune_entry", "expand_entry", "residual_chroma_entry", "fold_entry", "ensemble_entry", "fit_linear_entry", "parse_overrides"]
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
@@ -452,37 +452,66 @@ def _derive_entry(entry: str, derive, verb: str, what: str, *, default_name, des
     return written
 
 
-def fold_entry(entry: str, models: str | Path | None = None, into: str | Path | None = None, name: str | None = None, sets: Sequence[str] | None = None, limit: int | None = None, quiet: bool = False, prune: bool = True):
-    """Fold the chains of affine convolutions of registry entry ``entry`` (:func:`rawdemosaic.search.fold.fold_linear`)
-    and add the result as ``<entry>_f``: the same function at a lower cost, measured again, no training.
-    The provenance is the parent's (run, seed, config, fine-tuning: they made the weights) plus what was folded.
+def _rewrite_entry(entry: str, rewrite, verb: str, key: str, *, default_name: str, describe, record, command: list[str], models, into, name, sets, limit, quiet: bool, prune: bool):
+    """A new registry entry from ``entry`` without training: ``rewrite(parent, name)`` (``fold``, ``ensemble``).
+    The provenance is the parent's (run, seed, config, fine-tuning: they made the weights) plus ``key`` (the
+    parent's name), ``<key>_digest``, ``<key>_command`` (the parent's own command, when it has one),
+    ``record(new)`` and this command. The description is the parent's plus ``describe(new)``.
     Returns the written entry (``None`` when the registry's monotone front dropped it)."""
     from .export import export_entry
-    from .fold import fold_linear
 
     where, src, info = _parent_entry(entry, models, into, name)
     sets = _as_sets(sets if sets is not None else ("kodak24", "mcmaster18"))
     into = Path(into) if into is not None else src
     _check_export_args(limit=limit, into=into, sets=sets)
     parent = info.program()
-    name = name or f"{entry}_f"
-    folded = fold_linear(parent, name=name)
-    prog = type(parent)(name, folded.cfa, folded.nodes, folded.output, folded.weights, {"description": f"{info.description.rstrip('.')}; affine chains folded ({', '.join('+'.join(p) for p in folded.meta['folded'])})"}, folded.ensemble)
+    name = name or default_name
+    new = rewrite(parent, name)
+    prog = type(parent)(name, new.cfa, new.nodes, new.output, new.weights, {"description": f"{info.description.rstrip('.')}; {describe(new)}"}, new.ensemble)
     prog = prog.with_domain(parent.domain)
     prov = dict(info.provenance or {})
     run_info = {k: v for k, v in prov.items() if k not in ("source", "digest", "command")}
     run_info.update({
-        "folded_from": entry, "folded_from_digest": prov.get("digest") or parent.digest(), "folded": folded.meta["folded"],
-        **({"folded_from_command": prov["command"]} if "command" in prov else {}),
-        "command": " ".join(["rawdemosaic search fold", entry, *where]),
+        key: entry, f"{key}_digest": prov.get("digest") or parent.digest(), **record(new),
+        **({f"{key}_command": prov["command"]} if "command" in prov else {}),
+        "command": " ".join([f"rawdemosaic search {verb}", entry, *where, *command]),
     })
     q = _limited_quality(prog, sets, int(limit)) if limit else None
     written = export_entry(prog, run_info, into, sets, quality=q)
     if not quiet:
-        print(f"fold: {entry} ({parent.cost():g} ops/pixel) -> {written.name}: cost {written.cost:g}, " + ", ".join(f"{k} {v:.2f}" for k, v in written.quality.items()))
-    if prune and not limit and written.name in _prune_front(into, quiet, "fold"):
+        print(f"{verb}: {entry} ({parent.cost():g} ops/pixel) -> {written.name}: cost {written.cost:g}, " + ", ".join(f"{k} {v:.2f}" for k, v in written.quality.items()))
+    if prune and not limit and written.name in _prune_front(into, quiet, verb):
         return None
     return written
+
+
+def fold_entry(entry: str, models: str | Path | None = None, into: str | Path | None = None, name: str | None = None, sets: Sequence[str] | None = None, limit: int | None = None, quiet: bool = False, prune: bool = True):
+    """Fold the chains of affine convolutions of registry entry ``entry`` (:func:`rawdemosaic.search.fold.fold_linear`)
+    and add the result as ``<entry>_f``: the same function at a lower cost, measured again, no training.
+    Returns the written entry (``None`` when the registry's monotone front dropped it)."""
+    from .fold import fold_linear
+
+    return _rewrite_entry(entry, lambda p, n: fold_linear(p, name=n), "fold", "folded_from", default_name=f"{entry}_f",
+                          describe=lambda f: f"affine chains folded ({', '.join('+'.join(p) for p in f.meta['folded'])})",
+                          record=lambda f: {"folded": f.meta["folded"]}, command=[],
+                          models=models, into=into, name=name, sets=sets, limit=limit, quiet=quiet, prune=prune)
+
+
+def ensemble_entry(entry: str, n: int = 2, models: str | Path | None = None, into: str | Path | None = None, name: str | None = None, sets: Sequence[str] | None = None, limit: int | None = None, quiet: bool = False, prune: bool = True):
+    """Add registry entry ``entry`` averaged over ``n`` reflections of the mosaic (:mod:`rawdemosaic.program.ensemble`)
+    as ``<entry>_x<n>``: ``n`` times the cost, the same weights, measured again, no training.
+    Returns the written entry (``None`` when the registry's monotone front dropped it)."""
+    if n not in (2, 4):
+        raise ValueError(f"--n must be 2 or 4 (reflections of the mosaic), got {n}")
+
+    def rewrite(p, nm):
+        if p.ensemble != 1:
+            raise ValueError(f"{entry}: already a self-ensemble of {p.ensemble}")
+        return p.with_ensemble(n, name=nm)
+
+    return _rewrite_entry(entry, rewrite, "ensemble", "ensemble_of", default_name=f"{entry}_x{n}",
+                          describe=lambda e: f"self-ensemble of {n} reflections", record=lambda e: {"ensemble": n}, command=["--n", str(n)],
+                          models=models, into=into, name=name, sets=sets, limit=limit, quiet=quiet, prune=prune)
 
 
 def fit_linear_entry(cfa: str, ops: float, into: str | Path | None = None, name: str | None = None, radius: int = 2, color: float = 0.25, seed: int = 0,
@@ -607,6 +636,10 @@ def _parser() -> argparse.ArgumentParser:
     x.add_argument("entry", help="registry entry name")
     x.add_argument("--wide", nargs="+", required=True, metavar="NODE=N", help="outputs each convolution node is widened to while training")
     _derive_options(x, "the new entry", "<entry>_w")
+    en = sub.add_parser("ensemble", help="add an entry averaged over reflections of the mosaic (a self-ensemble: n times the cost, no training)")
+    en.add_argument("entry", help="registry entry name")
+    en.add_argument("--n", type=int, choices=(2, 4), default=2, help="reflections averaged (default 2)")
+    _entry_options(en, "the self-ensemble", "<entry>_x<n>")
     fo = sub.add_parser("fold", help="fold an entry's chains of affine convolutions into single layers (same function, lower cost) and add it to the registry")
     fo.add_argument("entry", help="registry entry name")
     _entry_options(fo, "the folded entry", "<entry>_f")
@@ -682,6 +715,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print("no entry written (dominated by a cheaper entry)")
         elif args.cmd == "fold":
             info = fold_entry(args.entry, models=args.models, into=args.into, name=args.name, sets=args.sets, limit=args.limit, quiet=args.quiet)
+            if info is None:
+                print("no entry written (dominated by a cheaper entry)")
+        elif args.cmd == "ensemble":
+            info = ensemble_entry(args.entry, args.n, models=args.models, into=args.into, name=args.name, sets=args.sets, limit=args.limit, quiet=args.quiet)
             if info is None:
                 print("no entry written (dominated by a cheaper entry)")
         elif args.cmd == "fit-linear":

@@ -105,12 +105,15 @@ def test_learned_entries_record_where_they_come_from(entry):
             tracked = subprocess.run(["git", "-C", str(ROOT), "ls-files", "--", *needed], capture_output=True, text=True).stdout.split()
             assert sorted(tracked) == sorted(needed)
         # a derived entry: the subcommand that made it, with the fine-tuning it records
-        verbs = {"pruned_from": "prune", "residual_chroma_from": "residual-chroma", "expanded_from": "expand", "folded_from": "fold"}
+        verbs = {"pruned_from": "prune", "residual_chroma_from": "residual-chroma", "expanded_from": "expand", "folded_from": "fold", "ensemble_of": "ensemble"}
         made = [v for k, v in verbs.items() if k in prov]
+        if made == ["ensemble"] and "command" not in prov:  # an ensemble of a run's finalist, written by the run's export
+            made = []
         if made:
             assert prov["command"].split()[:3] in (["rawdemosaic", "search", v] for v in made)
-            if "finetune" in prov:
-                assert f"--steps {prov['finetune']['steps']}" in prov["command"]
+            if "finetune" in prov:  # the command that fine-tuned: this one, or a fold's or ensemble's parent's
+                cmds = [prov[k] for k in ("command", "folded_from_command", "ensemble_of_command") if k in prov]
+                assert any(f"--steps {prov['finetune']['steps']}" in c for c in cmds), cmds
     else:  # a least-squares fit: its command and corpus
         assert prov["command"].startswith("rawdemosaic search fit-linear") and prov["corpus"]
 

@@ -212,3 +212,31 @@ def test_expand_entry_trains_wide_and_writes_the_entry_folded(tmp_path):
     assert not any(n.id.endswith("_wide") for n in info.program().nodes)
     assert main(["expand", "tiny_searched", "--wide", "g_c0=4", "--models", str(reg)]) == 2  # narrower than it is
     assert main(["expand", "tiny_searched", "--wide", "g_c0", "--models", str(reg)]) == 2
+
+
+def test_ensemble_entry_adds_the_reflection_average_of_an_entry(tmp_path):
+    from rawdemosaic import demosaic
+    from rawdemosaic.program.reference import run_reference as ref
+    from rawdemosaic.registry import add_entry
+    from rawdemosaic.search.cli import config_path, ensemble_entry, main
+
+    prog = _prog("bayer", _green({"out_channels": 8}), seed=4)
+    prog = Program("tiny", prog.cfa, prog.nodes, prog.output, prog.weights).with_domain("linear")  # demosaic() feeds it as is
+    reg = tmp_path / "models"
+    prov = {"source": "rawdemosaic.search", "run": "runs/x", "seed": 5, "config": config_path("smoke").read_text(), "pruned_from": "big", "command": "rawdemosaic search prune big --keep g_c=8 --steps 7"}
+    add_entry(prog, reg, {"kodak24": 20.0, "mcmaster18": 20.0}, description="searched bayer program", provenance=prov)
+    info = ensemble_entry("tiny", 2, models=reg, sets=["kodak24"], limit=1, quiet=True)
+    assert info.name == "tiny_x2" and info.cost == 2 * prog.cost() + 6 and "self-ensemble of 2" in info.description
+    p = info.provenance
+    assert p["ensemble_of"] == "tiny" and p["ensemble"] == 2 and p["ensemble_of_digest"] == prog.digest() and p["seed"] == 5
+    assert p["ensemble_of_command"] == prov["command"] and p["command"] == f"rawdemosaic search ensemble tiny --models {reg} --n 2"
+    assert p["pruned_from"] == "big" and p["digest"] == info.program().digest()
+    m = _mosaic((24, 32))
+    # the kernel is the parent's graph averaged over reflections of the mosaic, not the parent itself
+    out = demosaic(m, "RGGB", kernel="tiny_x2", models=reg)
+    np.testing.assert_allclose(out, ref(prog.with_ensemble(2), m), rtol=0, atol=2e-5)
+    assert np.abs(out - ref(prog, m)).max() > 1e-3
+    assert main(["ensemble", "tiny_x2", "--models", str(reg), "--limit", "1", "--sets", "kodak24"]) == 2  # already an ensemble
+    assert main(["ensemble", "nope", "--models", str(reg)]) == 2
+    with pytest.raises(SystemExit):
+        main(["ensemble", "tiny", "--n", "3", "--models", str(reg)])
