@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import tempfile
 import warnings
@@ -200,6 +201,9 @@ def _write_registry(path: Path, doc: Mapping[str, Any]) -> None:
         raise
 
 
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")  # entry names: also the program's file names in the registry
+
+
 def add_entry(program, directory: str | Path, quality: Mapping[str, float], description: str = "", provenance: Mapping[str, Any] | None = None) -> KernelInfo:
     """Save ``program`` into registry ``directory`` and add (or replace) its entry in ``registry.json``.
 
@@ -210,6 +214,8 @@ def add_entry(program, directory: str | Path, quality: Mapping[str, float], desc
     ProgramError
         ``registry.json`` exists but is damaged (nothing is written then).
     """
+    if not _NAME.fullmatch(program.name):
+        raise ValueError(f"{program.name!r}: not a registry entry name (letters, digits and _ . + -, no path; it names the program's files)")
     directory = Path(directory)
     path = directory / "registry.json"
     doc = {"format": REGISTRY_FORMAT, "entries": []}
@@ -244,7 +250,11 @@ def prune_dominated(directory: str | Path, sets: Sequence[str] = QUALITY_SETS) -
     doc = json.loads(path.read_text())
     keep, removed = [], []
     best: dict[str, dict[str, float]] = {}
-    for e in sorted(doc["entries"], key=lambda e: (e["cfa"], e["cost"], e["name"])):
+    def order(e: dict) -> tuple:  # by cost; at equal cost the better first, so that it is the one kept
+        q = e.get("quality", {})
+        return (e["cfa"], e["cost"], -sum(q.get(k, float("-inf")) for k in sets), e["name"])
+
+    for e in sorted(doc["entries"], key=order):
         q = e.get("quality", {})
         b = best.setdefault(e["cfa"], {})
         if all(k in q for k in sets) and b and any(q[k] <= b.get(k, float("-inf")) for k in sets):

@@ -39,6 +39,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shlex
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -170,7 +171,7 @@ def export_run(run_dir: str | Path, into: str | Path | None = None, top: int | N
     _check_overrides(overrides)
     ec = {**s.config["export"], **overrides}
     top = int(top if top is not None else ec["top"])
-    sets = _as_sets(sets if sets is not None else ec["sets"])
+    sets_given, sets = sets, _as_sets(sets if sets is not None else ec["sets"])
     limit = limit if limit is not None else ec.get("limit")
     into = Path(into) if into is not None else default_models_dir()
     _check_export_args(top=top, limit=limit, jobs=jobs, steps=steps, into=None if train_only else into, sets=() if train_only else sets, trained_dir=trained_dir)
@@ -289,7 +290,7 @@ def _limited_quality(prog, sets: Sequence[str], limit: int, images: dict | None 
 
     images = images if images is not None else _limited_images(sets, limit)
     q0 = measure_quality(prog, sets, images=images, validation=False)
-    return {(f"{k.split('_')[0]}@{limit}" + ("_linear" if k.endswith("_linear") else "")): v for k, v in q0.items()}
+    return {(f"{k.removesuffix('_linear')}@{limit}" + ("_linear" if k.endswith("_linear") else "")): v for k, v in q0.items()}
 
 
 def _prune_front(into: Path, quiet: bool, cmd: str) -> set:
@@ -378,7 +379,28 @@ def _parent_entry(entry: str, models, into, name):
     infos = {e.name: e for e in load_registry(src)}
     if entry not in infos:
         raise ValueError(f"{src}: no registry entry {entry!r}")
+    if name == entry and (into is None or Path(into).resolve() == src.resolve()):
+        raise ValueError(f"--name {name}: the entry it derives from; the new entry would replace it (give another name, or --into another registry)")
     return where, src, infos[entry]
+
+
+def _toml(v) -> str:
+    """A ``--set`` value as TOML, the way :func:`parse_overrides` reads it back."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml(x) for x in v) + "]"
+    return json.dumps(v) if isinstance(v, str) else repr(v)
+
+
+def _command(verb: str, entry: str, where: Sequence[str], *args: str, sets=None, limit=None, overrides: dict | None = None) -> str:
+    """The command line that makes an entry again (shell-quoted): the subcommand, its entry, the registry options
+    as given, its own arguments, and ``--sets`` / ``--limit`` / ``--set`` where they were given."""
+    return shlex.join([
+        "rawdemosaic", "search", verb, entry, *where, *args,
+        *(["--sets", *_as_sets(sets)] if sets is not None else []), *(["--limit", str(limit)] if limit else []),
+        *(a for k, v in (overrides or {}).items() for a in ("--set", f"{k}={_toml(v)}")),
+    ])
 
 
 def _derive_entry(entry: str, derive, verb: str, what: str, *, default_name, description: str, record, from_key: str, command: list[str], models, into, name, steps, sets, limit, overrides, trainer, trained_dir, train_only: bool, quiet: bool, prune: bool):
@@ -402,7 +424,7 @@ def _derive_entry(entry: str, derive, verb: str, what: str, *, default_name, des
     tcfg = {**config["train"], **{k: ec[k] for k in _EXPORT_TRAIN_KEYS if k in ec}}
     tcfg["steps"] = int(steps if steps is not None else ec["steps"])
     seed = int(prov.get("seed", config["search"]["seed"]))
-    sets = _as_sets(sets if sets is not None else ec["sets"])
+    sets_given, sets = sets, _as_sets(sets if sets is not None else ec["sets"])
     into = Path(into) if into is not None else src
     _check_export_args(limit=limit, steps=steps, into=None if train_only else into, sets=() if train_only else sets, trained_dir=trained_dir)
     parent = info.program()
@@ -439,7 +461,7 @@ def _derive_entry(entry: str, derive, verb: str, what: str, *, default_name, des
         "finetune": {"steps": tcfg["steps"], "lr": tcfg["lr"], "batch": tcfg["batch"], "count": tcfg.get("count"), "loss": tcfg.get("loss", "l2"), "seed": seed, "overrides": overrides},
         "full_train_val_psnr": ft.get("val_psnr"),
         "full_train_device": ft.get("device"),
-        "command": " ".join([f"rawdemosaic search {verb}", entry, *where, *command, "--steps", str(tcfg["steps"]), *(f"--set {k}={v}" for k, v in overrides.items())]),
+        "command": _command(verb, entry, where, *command, "--steps", str(tcfg["steps"]), sets=sets_given, limit=limit, overrides=overrides),
     })
     q = None
     if limit:
@@ -461,7 +483,7 @@ def _rewrite_entry(entry: str, rewrite, verb: str, key: str, *, default_name: st
     from .export import export_entry
 
     where, src, info = _parent_entry(entry, models, into, name)
-    sets = _as_sets(sets if sets is not None else ("kodak24", "mcmaster18"))
+    sets_given, sets = sets, _as_sets(sets if sets is not None else ("kodak24", "mcmaster18"))
     into = Path(into) if into is not None else src
     _check_export_args(limit=limit, into=into, sets=sets)
     parent = info.program()
@@ -474,7 +496,7 @@ def _rewrite_entry(entry: str, rewrite, verb: str, key: str, *, default_name: st
     run_info.update({
         key: entry, f"{key}_digest": prov.get("digest") or parent.digest(), **record(new),
         **({f"{key}_command": prov["command"]} if "command" in prov else {}),
-        "command": " ".join([f"rawdemosaic search {verb}", entry, *where, *command]),
+        "command": _command(verb, entry, where, *command, sets=sets_given, limit=limit),
     })
     q = _limited_quality(prog, sets, int(limit)) if limit else None
     written = export_entry(prog, run_info, into, sets, quality=q)

@@ -164,9 +164,10 @@ def check_config(doc: dict, source: str = "config") -> None:
             if k not in known:
                 near = difflib.get_close_matches(k, sorted(known), n=1)
                 raise ValueError(f"{source}: unknown key {k!r} in [{table}]" + (f" (did you mean {near[0]!r}?)" if near else f" (known: {', '.join(sorted(known))})"))
-            if k not in DEFAULTS[table]:
+            # an [export] table also takes [train] keys (the finalists' training): typed like them
+            d = DEFAULTS[table].get(k, DEFAULTS["train"].get(k) if table == "export" else None)
+            if d is None:
                 continue
-            d = DEFAULTS[table][k]
             if isinstance(d, bool):
                 ok, what = isinstance(v, bool), "true or false"
             elif isinstance(d, int):

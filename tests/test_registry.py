@@ -142,3 +142,23 @@ def test_prune_dominated_keeps_a_strictly_rising_front(tmp_path):
     assert {e.name for e in load_registry(tmp_path)} == {"bayer_bilinear", "malvar_copy", "xtrans_linear"}
     assert not (tmp_path / "bayer_malvar.json").exists() and (tmp_path / "malvar_copy.json").exists()
     assert prune_dominated(tmp_path) == []
+
+
+def test_prune_dominated_keeps_the_better_of_two_entries_at_one_cost(tmp_path):
+    from rawdemosaic.registry import prune_dominated
+
+    a, b = bayer_malvar(), bayer_malvar()
+    a.name, b.name = "a_worse", "b_better"  # the worse one sorts first by name
+    add_entry(a, tmp_path, {"kodak24": 25.0, "mcmaster18": 25.0})
+    add_entry(b, tmp_path, {"kodak24": 30.0, "mcmaster18": 30.0})
+    assert prune_dominated(tmp_path) == ["a_worse"]
+    assert [e.name for e in load_registry(tmp_path)] == ["b_better"]
+
+
+@pytest.mark.parametrize("name", ["../escaped", "sub/kernel", "", ".hidden", "a b"])
+def test_add_entry_refuses_names_that_are_not_file_names(tmp_path, name):
+    prog = bayer_malvar()
+    prog.name = name
+    with pytest.raises(ValueError, match="not a registry entry name"):
+        add_entry(prog, tmp_path / "models", {"kodak24": 30.0})
+    assert not (tmp_path / "models").exists() and not (tmp_path / "escaped.json").exists()

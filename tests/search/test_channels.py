@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 
 import numpy as np
 import pytest
@@ -167,6 +168,11 @@ def test_prune_entry_fine_tunes_with_the_run_config_and_records_provenance(tmp_p
     assert prov["seed"] == 5 and prov["run"] == "runs/x" and "[search]" in prov["config"]
     assert prov["finetune"]["lr"] == 1e-3 and prov["full_train_val_psnr"] == 31.5
     assert prov["command"].startswith(f"rawdemosaic search prune tiny_searched --models {reg} --keep c_c0=4 g_c1=6 --steps ") and prov["command"].endswith("--set lr=0.001")
+    # the recorded command parses back to what made the entry (sets, limit and overrides included)
+    from rawdemosaic.search.cli import _parser, parse_overrides
+
+    args = _parser().parse_args(shlex.split(prov["command"])[2:])
+    assert (args.entry, args.keep, args.sets, args.limit, parse_overrides(args.overrides)) == ("tiny_searched", ["c_c0=4", "g_c1=6"], ["kodak24"], 1, {"lr": 1e-3})
     assert "channels pruned (c_c0 4, g_c1 6)" in info.description
     assert set(info.quality) == {"kodak24@1", "kodak24@1_linear"}
     out = demosaic(_mosaic((24, 32)), "GRBG", kernel=info.name, models=reg)

@@ -111,6 +111,7 @@ def test_resume_of_a_file_or_a_missing_directory(tmp_path, capsys):
         ({"overrides": {"steps": -1}}, "--set steps=-1: expected a positive integer"),
         ({"overrides": {"steps": "abc"}}, "\\[export\\] steps takes an integer"),
         ({"overrides": {"lr": 0}}, "expected a positive number"),
+        ({"overrides": {"keep_zeros": "False"}}, "\\[export\\] keep_zeros takes true or false"),  # a [train] key: typed too
         ({"overrides": {"sets": "nosuchset"}}, "no quality set 'nosuchset'"),
         ({"sets": ["nosuchset"]}, "no quality set 'nosuchset'"),
         ({"limit": 0}, "--limit must be >= 1"),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shlex
+
 import numpy as np
 import pytest
 
@@ -217,19 +219,20 @@ def test_expand_entry_trains_wide_and_writes_the_entry_folded(tmp_path):
 def test_ensemble_entry_adds_the_reflection_average_of_an_entry(tmp_path):
     from rawdemosaic import demosaic
     from rawdemosaic.program.reference import run_reference as ref
-    from rawdemosaic.registry import add_entry
+    from rawdemosaic.registry import add_entry, load_registry
     from rawdemosaic.search.cli import config_path, ensemble_entry, main
 
     prog = _prog("bayer", _green({"out_channels": 8}), seed=4)
     prog = Program("tiny", prog.cfa, prog.nodes, prog.output, prog.weights).with_domain("linear")  # demosaic() feeds it as is
-    reg = tmp_path / "models"
+    reg = tmp_path / "my models"  # a space: the recorded command quotes it
     prov = {"source": "rawdemosaic.search", "run": "runs/x", "seed": 5, "config": config_path("smoke").read_text(), "pruned_from": "big", "command": "rawdemosaic search prune big --keep g_c=8 --steps 7"}
     add_entry(prog, reg, {"kodak24": 20.0, "mcmaster18": 20.0}, description="searched bayer program", provenance=prov)
     info = ensemble_entry("tiny", 2, models=reg, sets=["kodak24"], limit=1, quiet=True)
     assert info.name == "tiny_x2" and info.cost == 2 * prog.cost() + 6 and "self-ensemble of 2" in info.description
     p = info.provenance
     assert p["ensemble_of"] == "tiny" and p["ensemble"] == 2 and p["ensemble_of_digest"] == prog.digest() and p["seed"] == 5
-    assert p["ensemble_of_command"] == prov["command"] and p["command"] == f"rawdemosaic search ensemble tiny --models {reg} --n 2"
+    assert p["ensemble_of_command"] == prov["command"]
+    assert shlex.split(p["command"]) == ["rawdemosaic", "search", "ensemble", "tiny", "--models", str(reg), "--n", "2", "--sets", "kodak24", "--limit", "1"]
     assert p["pruned_from"] == "big" and p["digest"] == info.program().digest()
     m = _mosaic((24, 32))
     # the kernel is the parent's graph averaged over reflections of the mosaic, not the parent itself
@@ -238,5 +241,20 @@ def test_ensemble_entry_adds_the_reflection_average_of_an_entry(tmp_path):
     assert np.abs(out - ref(prog, m)).max() > 1e-3
     assert main(["ensemble", "tiny_x2", "--models", str(reg), "--limit", "1", "--sets", "kodak24"]) == 2  # already an ensemble
     assert main(["ensemble", "nope", "--models", str(reg)]) == 2
+    # a name that would replace the parent, or leave the registry directory: refused before anything is written
+    before = sorted(f.name for f in reg.iterdir())
+    assert main(["ensemble", "tiny", "--name", "tiny", "--models", str(reg), "--limit", "1", "--sets", "kodak24"]) == 2
+    assert main(["ensemble", "tiny", "--name", "../escaped", "--models", str(reg), "--limit", "1", "--sets", "kodak24"]) == 2
+    assert sorted(f.name for f in reg.iterdir()) == before and not (tmp_path / "escaped.json").exists()
+    assert {e.name: e.quality for e in load_registry(reg)}["tiny"] == {"kodak24": 20.0, "mcmaster18": 20.0}
     with pytest.raises(SystemExit):
         main(["ensemble", "tiny", "--n", "3", "--models", str(reg)])
+
+
+def test_limited_quality_keeps_set_names_with_underscores():
+    from rawdemosaic.search.cli import _limited_quality
+
+    prog = _prog("bayer", _green({"out_channels": 4}), seed=1).with_domain("srgb")
+    img = np.random.default_rng(0).random((48, 48, 3)).astype(np.float32)
+    q = _limited_quality(prog, ["set_a", "set_b"], 1, images={"set_a": [img], "set_b": [img[::-1].copy()]})
+    assert set(q) == {"set_a@1", "set_a@1_linear", "set_b@1", "set_b@1_linear"}
