@@ -47,7 +47,7 @@ from typing import Sequence
 from ..errors import RawDemosaicError
 from .linear import DOMAINS as _FIT_DOMAINS
 
-__all__ = ["main", "config_path", "export_run", "prune_entry", "expand_entry", "residual_chroma_entry", "fold_entry", "ensemble_entry", "fit_linear_entry", "parse_overrides"]
+__all__ = ["main", "config_path", "export_run", "prune_entry", "expand_entry", "residual_chroma_entry", "refine_chroma_entry", "fold_entry", "ensemble_entry", "fit_linear_entry", "parse_overrides"]
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
@@ -171,7 +171,7 @@ def export_run(run_dir: str | Path, into: str | Path | None = None, top: int | N
     _check_overrides(overrides)
     ec = {**s.config["export"], **overrides}
     top = int(top if top is not None else ec["top"])
-    sets_given, sets = sets, _as_sets(sets if sets is not None else ec["sets"])
+    sets = _as_sets(sets if sets is not None else ec["sets"])
     limit = limit if limit is not None else ec.get("limit")
     into = Path(into) if into is not None else default_models_dir()
     _check_export_args(top=top, limit=limit, jobs=jobs, steps=steps, into=None if train_only else into, sets=() if train_only else sets, trained_dir=trained_dir)
@@ -343,6 +343,24 @@ def residual_chroma_entry(entry: str, radius: int = 1, eps: float = 1e-3, prior:
         description=f"learned chroma replaced by residual interpolation (radius {radius}, eps {eps:g}, prior {prior:g}), green fine-tuned through it",
         record=lambda derived: {"residual_chroma": derived.meta["residual_chroma"]}, from_key="residual_chroma_from",
         command=["--radius", str(radius), "--eps", repr(float(eps)), "--prior", repr(float(prior))],  # exact: the command rebuilds the same program
+        models=models, into=into, name=name, steps=steps, sets=sets, limit=limit, overrides=overrides, trainer=trainer,
+        trained_dir=trained_dir, train_only=train_only, quiet=quiet, prune=prune,
+    )
+
+
+def refine_chroma_entry(entry: str, width: int = 8, models: str | Path | None = None, into: str | Path | None = None, name: str | None = None, steps: int | None = None, sets: Sequence[str] | None = None, limit: int | None = None, overrides: dict | None = None, trainer=None, trained_dir: str | Path | None = None, train_only: bool = False, quiet: bool = False, prune: bool = True):
+    """Add a learned correction of the residual interpolation's red and blue to the entry ``entry``
+    (:func:`rawdemosaic.search.rechroma.with_chroma_refinement`), fine-tune the whole program and add it as
+    ``<entry>_cr<width>``. Training, reuse of ``trained_dir`` and the result are as in :func:`prune_entry`.
+    """
+    from .rechroma import with_chroma_refinement
+
+    return _derive_entry(
+        entry, lambda parent: with_chroma_refinement(parent, width), "refine-chroma", f"{entry} with a chroma refinement of width {width}",
+        default_name=lambda derived: f"{entry}_cr{width}",
+        description=f"residual-interpolated chroma refined by a learned correction (width {width}), fine-tuned",
+        record=lambda derived: {"chroma_refinement": derived.meta["chroma_refinement"]}, from_key="chroma_refined_from",
+        command=["--width", str(width)],
         models=models, into=into, name=name, steps=steps, sets=sets, limit=limit, overrides=overrides, trainer=trainer,
         trained_dir=trained_dir, train_only=train_only, quiet=quiet, prune=prune,
     )
@@ -654,6 +672,10 @@ def _parser() -> argparse.ArgumentParser:
     rc.add_argument("--eps", type=float, default=1e-3, help="regularisation: added to the local variance of green (default 1e-3)")
     rc.add_argument("--prior", type=float, default=1.0, help="slope the fit falls back to where green is flat: 1 colour differences (default), 0 plain interpolation")
     _derive_options(rc, "the new entry", "<entry>_rc, then R with --radius R, _e<eps> and _p<prior> when not the defaults")
+    cr = sub.add_parser("refine-chroma", help="add a learned correction to a residual-chroma entry's red and blue, fine-tune it and add it to the registry")
+    cr.add_argument("entry", help="registry entry name (its output a ResidualChroma)")
+    cr.add_argument("--width", type=int, default=8, help="channels of the correction's hidden layer (default 8)")
+    _derive_options(cr, "the refined entry", "<entry>_cr<width>")
     x = sub.add_parser("expand", help="fine-tune a searched entry over-parameterised (wider layers plus pointwise ones) and add it folded back to its cost")
     x.add_argument("entry", help="registry entry name")
     x.add_argument("--wide", nargs="+", required=True, metavar="NODE=N", help="outputs each convolution node is widened to while training")
@@ -686,6 +708,40 @@ def _parser() -> argparse.ArgumentParser:
     return ap
 
 
+def _channels(flag: str, items: Sequence[str]) -> dict:
+    """``--keep`` / ``--wide`` values: ``NODE=CHANNELS`` each."""
+    out = {}
+    for it in items:
+        k, sep, v = it.partition("=")
+        if not sep or not v.strip().isdigit():
+            raise ValueError(f"{flag} {it!r}: expected NODE=CHANNELS")
+        out[k.strip()] = int(v)
+    return out
+
+
+def _residual_chroma_args(args, common: dict):
+    if args.radius < 1 or not (math.isfinite(args.eps) and args.eps > 0) or not math.isfinite(args.prior):
+        raise ValueError(f"--radius must be >= 1, --eps > 0 and --prior finite, got {args.radius}, {args.eps:g} and {args.prior:g}")
+    return residual_chroma_entry(args.entry, args.radius, args.eps, args.prior, **common)
+
+
+def _refine_chroma_args(args, common: dict):
+    if args.width < 1:
+        raise ValueError(f"--width must be >= 1, got {args.width}")
+    return refine_chroma_entry(args.entry, args.width, **common)
+
+
+# the subcommands that add an entry made from another one: (parsed arguments, common options) -> entry or None
+_DERIVE = {
+    "prune": lambda a, c: prune_entry(a.entry, _channels("--keep", a.keep), **c),
+    "expand": lambda a, c: expand_entry(a.entry, _channels("--wide", a.wide), **c),
+    "residual-chroma": _residual_chroma_args,
+    "refine-chroma": _refine_chroma_args,
+    "fold": lambda a, c: fold_entry(a.entry, **c),
+    "ensemble": lambda a, c: ensemble_entry(a.entry, a.n, **c),
+}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(list(sys.argv[1:] if argv is None else argv))
     try:
@@ -708,40 +764,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"trained finalists in {args.trained}")
             else:
                 print(f"{len(written)} entr{'y' if len(written) == 1 else 'ies'} written")
-        elif args.cmd in ("prune", "expand"):
-            if args.train_only and not args.trained:
+        elif args.cmd in _DERIVE:
+            if getattr(args, "train_only", False) and not args.trained:
                 raise ValueError("--train-only needs --trained DIR (where the fine-tuned program goes)")
-            flag = "--keep" if args.cmd == "prune" else "--wide"
-            keep = {}
-            for it in (args.keep if args.cmd == "prune" else args.wide):
-                k, sep, v = it.partition("=")
-                if not sep or not v.strip().isdigit():
-                    raise ValueError(f"{flag} {it!r}: expected NODE=CHANNELS")
-                keep[k.strip()] = int(v)
-            info = (prune_entry if args.cmd == "prune" else expand_entry)(args.entry, keep, models=args.models, into=args.into, name=args.name, steps=args.steps, sets=args.sets, limit=args.limit,
-                               overrides=parse_overrides(args.overrides), trained_dir=args.trained, train_only=args.train_only, quiet=args.quiet)
-            if args.train_only:
+            common = {"models": args.models, "into": args.into, "name": args.name, "sets": args.sets, "limit": args.limit, "quiet": args.quiet}
+            if args.cmd in ("prune", "expand", "residual-chroma", "refine-chroma"):
+                common.update(steps=args.steps, overrides=parse_overrides(args.overrides), trained_dir=args.trained, train_only=args.train_only)
+            info = _DERIVE[args.cmd](args, common)
+            if getattr(args, "train_only", False):
                 print(f"fine-tuned program in {args.trained}")
             elif info is None:
-                print("no entry written (dominated by a cheaper entry)")
-        elif args.cmd == "residual-chroma":
-            if args.train_only and not args.trained:
-                raise ValueError("--train-only needs --trained DIR (where the fine-tuned program goes)")
-            if args.radius < 1 or not (math.isfinite(args.eps) and args.eps > 0) or not math.isfinite(args.prior):
-                raise ValueError(f"--radius must be >= 1, --eps > 0 and --prior finite, got {args.radius}, {args.eps:g} and {args.prior:g}")
-            info = residual_chroma_entry(args.entry, args.radius, args.eps, args.prior, models=args.models, into=args.into, name=args.name, steps=args.steps, sets=args.sets,
-                                         limit=args.limit, overrides=parse_overrides(args.overrides), trained_dir=args.trained, train_only=args.train_only, quiet=args.quiet)
-            if args.train_only:
-                print(f"fine-tuned program in {args.trained}")
-            elif info is None:
-                print("no entry written (dominated by a cheaper entry)")
-        elif args.cmd == "fold":
-            info = fold_entry(args.entry, models=args.models, into=args.into, name=args.name, sets=args.sets, limit=args.limit, quiet=args.quiet)
-            if info is None:
-                print("no entry written (dominated by a cheaper entry)")
-        elif args.cmd == "ensemble":
-            info = ensemble_entry(args.entry, args.n, models=args.models, into=args.into, name=args.name, sets=args.sets, limit=args.limit, quiet=args.quiet)
-            if info is None:
                 print("no entry written (dominated by a cheaper entry)")
         elif args.cmd == "fit-linear":
             from .linear import training_equations

@@ -105,7 +105,7 @@ def test_learned_entries_record_where_they_come_from(entry):
             tracked = subprocess.run(["git", "-C", str(ROOT), "ls-files", "--", *needed], capture_output=True, text=True).stdout.split()
             assert sorted(tracked) == sorted(needed)
         # a derived entry: the subcommand that made it, with the fine-tuning it records
-        verbs = {"pruned_from": "prune", "residual_chroma_from": "residual-chroma", "expanded_from": "expand", "folded_from": "fold", "ensemble_of": "ensemble"}
+        verbs = {"pruned_from": "prune", "residual_chroma_from": "residual-chroma", "expanded_from": "expand", "folded_from": "fold", "ensemble_of": "ensemble", "chroma_refined_from": "refine-chroma"}
         made = [v for k, v in verbs.items() if k in prov]
         if made == ["ensemble"] and "command" not in prov:  # an ensemble of a run's finalist, written by the run's export
             made = []

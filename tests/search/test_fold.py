@@ -118,7 +118,7 @@ def test_fold_entry_adds_the_folded_entry_and_the_front_drops_the_parent(tmp_pat
     p = info.provenance
     assert p["folded_from"] == "tiny_chain" and p["folded_from_digest"] == prog.digest() and p["folded"] == [["g_c", "g_m"]]
     assert p["seed"] == 5 and p["run"] == "runs/x" and p["folded_from_command"] == "rawdemosaic search export runs/x"
-    assert p["command"] == f"rawdemosaic search fold tiny_chain --models {reg}" and p["digest"] == info.program().digest()
+    assert p["command"] == f"rawdemosaic search fold tiny_chain --models {reg} --sets kodak24 --limit 1" and p["digest"] == info.program().digest()
     m = _mosaic((24, 32))
     np.testing.assert_allclose(demosaic(m, "RGGB", kernel=info.name, models=reg), demosaic(m, "RGGB", kernel="tiny_chain", models=reg), rtol=0, atol=2e-5)
     # measured on the sets the front ranks by, as good as the parent (same function) at a lower cost: the parent is dropped

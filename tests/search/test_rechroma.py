@@ -12,7 +12,7 @@ from rawdemosaic.errors import ProgramError  # noqa: E402
 from rawdemosaic.program.graph import Program  # noqa: E402
 from rawdemosaic.program.reference import run_reference  # noqa: E402
 from rawdemosaic.program.zoo import exercise  # noqa: E402
-from rawdemosaic.search.rechroma import with_residual_chroma  # noqa: E402
+from rawdemosaic.search.rechroma import with_chroma_refinement, with_residual_chroma  # noqa: E402
 from rawdemosaic.search.space import residual_net  # noqa: E402
 
 from .test_channels import _mosaic, _searched_registry  # noqa: E402
@@ -142,3 +142,55 @@ def test_a_softmax_of_one_channel_is_pruned():
     rc = with_residual_chroma(residual_net("bayer", width=8, depth=2, chroma_width=6, seed=4), name="rc")
     soft = Program("soft", rc.cfa, rc.nodes[:-1] + (Node("c_m1", "Softmax", ("green",)), Node("rgb", "ResidualChroma", ("mosaic", "c_m1"))), "rgb", rc.weights)
     assert "Softmax of one channel" in S.prune(soft, S.SpaceConfig(cfa="bayer", mode="joint", min_cost=1.0))
+
+
+def test_a_chroma_refinement_starts_as_its_parent_and_learns_a_correction():
+    rc = with_residual_chroma(residual_net("bayer", width=8, depth=2, chroma_width=6, seed=4), name="rc")
+    ref = with_chroma_refinement(rc, width=6, seed=1)
+    assert ref.node(ref.output).op == "ChromaInsert" and ref.node("c_rc").op == "ResidualChroma"
+    assert ref.meta["chroma_refinement"]["width"] == 6 and ref.node(ref.meta["chroma_refinement"]["features"]).op == "ReLU"
+    m = _mosaic((40, 48))
+    # the correction starts at zero: the parent's function and cost (zero weights are not counted)
+    np.testing.assert_allclose(run_reference(ref, m), run_reference(rc, m), rtol=0, atol=1e-6)
+    costs, new = ref.node_costs(), set(ref.node_costs()) - set(rc.node_costs())
+    assert costs["c_corr"] == 0 and costs["c_h"] > 0
+    assert ref.cost() == pytest.approx(rc.cost() + sum(costs[k] for k in new) + costs["rgb"] - rc.node_costs()["rgb"])
+    # a non-zero correction moves red and blue where they are not sampled, never green or the samples
+    w = dict(ref.weights)
+    w["c_corr.bias"] = np.full_like(w["c_corr.bias"], 0.05)
+    moved = Program("moved", ref.cfa, ref.nodes, ref.output, w, ref.meta)
+    a, b = run_reference(ref, m), run_reference(moved, m)
+    cmap = CFA.BAYER.canonical[np.arange(40)[:, None] % 2, np.arange(48)[None] % 2]
+    assert np.array_equal(a[..., 1], b[..., 1])
+    for c in (0, 2):
+        np.testing.assert_allclose((b - a)[..., c][cmap != c], 0.05, atol=1e-5)
+        assert np.array_equal(a[..., c][cmap == c], b[..., c][cmap == c])
+    assert moved.cost() > ref.cost()
+    with pytest.raises(ProgramError, match="not a ResidualChroma"):
+        with_chroma_refinement(residual_net("bayer", width=4, depth=1, chroma_width=4, seed=0))
+    with pytest.raises(ProgramError, match="already has chroma nodes"):
+        with_chroma_refinement(Program("again", ref.cfa, ref.nodes[:-1] + (ref.node("c_rc").__class__("rgb2", "ResidualChroma", ref.node("c_rc").inputs, {}),), "rgb2", ref.weights))
+
+
+def test_refine_chroma_entry_fine_tunes_and_records_provenance(tmp_path):
+    from rawdemosaic import demosaic
+    from rawdemosaic.search.cli import main, refine_chroma_entry, residual_chroma_entry
+
+    reg, parent = _searched_registry(tmp_path)
+
+    def fake_trainer(program, seed, init_from):
+        w = dict(program.weights)
+        w["c_corr.weight"] = w["c_corr.weight"] + 0.01 if "c_corr.weight" in w else None
+        return Program(program.name, program.cfa, program.nodes, program.output, {k: v for k, v in w.items() if v is not None}, program.meta), 31.0
+
+    rc = residual_chroma_entry("tiny_searched", models=reg, trainer=lambda p, s, i: (p, 30.0), sets=["kodak24"], limit=1, quiet=True)
+    info = refine_chroma_entry(rc.name, 4, models=reg, trainer=fake_trainer, sets=["kodak24"], limit=1, quiet=True)
+    assert info.name == f"{rc.name}_cr4" and info.cost > rc.cost
+    prov = info.provenance
+    assert prov["chroma_refined_from"] == rc.name and prov["chroma_refinement"]["width"] == 4 and prov["residual_chroma_from"] == "tiny_searched"
+    assert prov["command"].startswith(f"rawdemosaic search refine-chroma {rc.name} --models {reg} --width 4 --steps ")
+    out = demosaic(_mosaic((24, 32)), "GBRG", kernel=info.name, models=reg)
+    assert out.shape == (24, 32, 3) and np.isfinite(out).all()
+    # errors: one line, exit 2
+    assert main(["refine-chroma", "tiny_searched", "--models", str(reg)]) == 2  # a learned chroma, not a residual one
+    assert main(["refine-chroma", rc.name, "--width", "0", "--models", str(reg)]) == 2
