@@ -74,12 +74,7 @@ def with_chroma_refinement(program: Program, width: int = 8, seed: int = 0, name
     taken = {n.id for n in program.nodes}
     if taken & {"c_rc", "c_r", "c_b", "c_rb", "c_gg", "c_d", "c_pd", "c_pg", "c_in", "c_h", "c_hr", "c_corr", "c_out"}:
         raise ProgramError(f"{program.name}: already has chroma nodes (c_*); refine the program they came from")
-    ancestors, todo = set(), [green]
-    while todo:
-        nid = todo.pop()
-        if nid not in ancestors:
-            ancestors.add(nid)
-            todo.extend(program.node(nid).inputs)
+    ancestors = {n.id for n in Program(program.name, program.cfa, program.nodes, green, {}).live_nodes()}  # the green part
     hidden = [n.id for n in program.nodes if n.id in ancestors and n.op == "ReLU" and shapes[n.id].scale == per]
     nodes = [n for n in program.nodes if n.id != out.id]
     nodes.append(Node("c_rc", "ResidualChroma", out.inputs, dict(out.params)))
@@ -111,7 +106,8 @@ def with_chroma_refinement(program: Program, width: int = 8, seed: int = 0, name
     weights["c_h.bias"] = np.zeros(width, np.float32)
     weights["c_corr.weight"] = np.zeros((k, width, 3, 3), np.float32)
     weights["c_corr.bias"] = np.zeros(k, np.float32)
-    meta = {**program.meta, "chroma_refinement": {"width": int(width), "features": feat, "seed": int(seed)}}
+    # zero_start: zeros that are initialisation (training under keep_zeros leaves them free)
+    meta = {**program.meta, "chroma_refinement": {"width": int(width), "features": feat, "seed": int(seed), "zero_start": ["c_corr"]}}
     refined = Program(name or program.name, program.cfa, tuple(nodes), program.output, weights, meta)
     refined.shapes()
     return refined

@@ -115,8 +115,11 @@ class _Run:
 def _freeze_zeros(module: ProgramModule) -> None:
     """Mask the gradient of every zero weight, so Adam never moves it (its moments stay zero). The zeros of
     a linear expansion (:func:`rawdemosaic.search.fold.expand_linear`: its pointwise layer starts as a
-    selection) are its initialisation, not pruning, and stay free."""
-    free = {id(p) for nid in module.program.meta.get("expanded", {}) for p in module.node_weights(nid).values()}
+    selection) and of a chroma refinement's zero-started layer (:func:`rawdemosaic.search.rechroma.with_chroma_refinement`)
+    are their initialisation, not pruning, and stay free."""
+    meta = module.program.meta
+    starts = [*meta.get("expanded", {}), *meta.get("chroma_refinement", {}).get("zero_start", [])]
+    free = {id(p) for nid in starts for p in module.node_weights(nid).values()}
     for p in module.weights.values():
         if id(p) in free:
             continue

@@ -87,6 +87,18 @@ def test_keep_zeros_leaves_a_linear_expansion_free_to_train(tiny_sets):
     assert deployed(out).cost() == prog.cost()
 
 
+def test_keep_zeros_leaves_a_chroma_refinement_free_to_train(tiny_sets):
+    """A chroma refinement's correction starts at zero: under ``keep_zeros`` it trains all the same."""
+    from rawdemosaic.search.rechroma import with_chroma_refinement, with_residual_chroma
+    from rawdemosaic.search.space import residual_net
+
+    tr, va = tiny_sets
+    ref = with_chroma_refinement(with_residual_chroma(residual_net("bayer", width=4, depth=1, chroma_width=4, seed=0)), width=4)
+    assert not ref.weights["c_corr.weight"].any()
+    out = train(ref, tr, va, steps=20, lr=1e-2, batch=8, inits=1, select_after=20, init="program", keep_zeros=True).program
+    assert out.weights["c_corr.weight"].any()  # (a hidden unit the ReLU keeps at zero passes no gradient)
+
+
 def test_training_keeps_a_self_ensemble(tiny_data, tiny_sets):
     """Training fits the graph an ensemble averages; the trained program (and what the export and derive
     commands write) still averages it."""
